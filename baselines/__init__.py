@@ -1,0 +1,1 @@
+"""Baseline methods, one module each. Every module here is imported by gapbench's discovery."""

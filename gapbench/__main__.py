@@ -1,0 +1,3 @@
+from gapbench.cli import main
+
+raise SystemExit(main())
