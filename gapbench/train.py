@@ -215,6 +215,7 @@ class Trainer:
         warmup = max(s.warmup_steps, int(round(s.warmup_epochs * self.steps_per_epoch)))
         total_steps = self.budget.total_steps
         stopped = False
+        epoch = start_epoch - 1
         bar = tqdm(
             range(start_epoch, self.trainer_epochs),
             desc=f"{cfg.task}/{cfg.method} s={cfg.sparsity} seed={cfg.seed}",
