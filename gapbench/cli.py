@@ -39,7 +39,9 @@ def parse_method_args(items: list[str], methods: list[str]) -> dict[str, dict[st
     out: dict[str, dict[str, Any]] = {m: {} for m in methods}
     for item in items:
         if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise UserError(f"--method-arg {item!r} must look like method.key=value, e.g. gap.rounds=2")
+            raise UserError(
+                f"--method-arg {item!r} must look like method.key=value, e.g. gap.rounds=2"
+            )
         lhs, raw = item.split("=", 1)
         name, key = lhs.split(".", 1)
         cls = get_method_class(name)
@@ -65,7 +67,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         load_plugin(plugin)
     task = get_task(args.task)
     if args.profile not in task.profiles:
-        raise UserError(f"task {args.task!r} has no profile {args.profile!r}; choose one of {', '.join(task.profiles)}")
+        raise UserError(
+            f"task {args.task!r} has no profile {args.profile!r}; choose one of {', '.join(task.profiles)}"
+        )
     methods = _split([args.methods])
     classes = {m: get_method_class(m) for m in methods}
     sparsities = _floats(args.sparsity, "--sparsity")
@@ -78,8 +82,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UserError(f"unknown distribution {d!r}; choose one of {', '.join(DISTRIBUTIONS)}")
     seeds = _ints(args.seeds, "--seeds")
     if args.data_root is not None and not Path(args.data_root).exists():
-        raise UserError(f"--data-root {args.data_root} does not exist; point it at the data set folder")
-    for name, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--max-steps", args.max_steps)):
+        raise UserError(
+            f"--data-root {args.data_root} does not exist; point it at the data set folder"
+        )
+    for name, value in (
+        ("--epochs", args.epochs),
+        ("--batch-size", args.batch_size),
+        ("--max-steps", args.max_steps),
+    ):
         if value is not None and value < 1:
             raise UserError(f"{name} must be at least 1, got {value}")
     method_args = parse_method_args(args.method_arg or [], methods)
@@ -92,11 +102,19 @@ def cmd_run(args: argparse.Namespace) -> int:
             for sparsity in sparsities if sparse else [0.0]:
                 for dist in distributions if sparse else ["dense"]:
                     cfg = RunConfig(
-                        task=args.task, method=method, sparsity=sparsity, distribution=dist,
-                        seed=seed, profile=args.profile, epochs=args.epochs,
-                        batch_size=args.batch_size, data_root=args.data_root,
-                        max_steps=args.max_steps, method_params=method_args.get(method, {}),
-                        device=args.device, out=str(out),
+                        task=args.task,
+                        method=method,
+                        sparsity=sparsity,
+                        distribution=dist,
+                        seed=seed,
+                        profile=args.profile,
+                        epochs=args.epochs,
+                        batch_size=args.batch_size,
+                        data_root=args.data_root,
+                        max_steps=args.max_steps,
+                        method_params=method_args.get(method, {}),
+                        device=args.device,
+                        out=str(out),
                     )
                     if cfg not in configs:
                         configs.append(cfg)
@@ -126,7 +144,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if not (out / "runs").is_dir():
-        raise UserError(f"no run records under {out / 'runs'}; run `python -m gapbench run --task ...` first")
+        raise UserError(
+            f"no run records under {out / 'runs'}; run `python -m gapbench run --task ...` first"
+        )
     table = write_leaderboard(out)
     print(to_markdown(table))
     print(f"written: {out / 'leaderboard.csv'}, {out / 'leaderboard.md'}")
@@ -163,18 +183,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train methods on a task and print its leaderboard")
-    run.add_argument("--task", required=True, help="classification, detection, partseg, translation")
-    run.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma list (default {DEFAULT_METHODS})")
+    run.add_argument(
+        "--task", required=True, help="classification, detection, partseg, translation"
+    )
+    run.add_argument(
+        "--methods", default=DEFAULT_METHODS, help=f"comma list (default {DEFAULT_METHODS})"
+    )
     run.add_argument("--sparsity", nargs="+", default=["0.9"], help="one or more target sparsities")
     run.add_argument("--distribution", nargs="+", default=["uniform"], help="uniform, erk, global")
     run.add_argument("--seeds", nargs="+", default=["0"], help="one or more seeds")
     run.add_argument("--profile", default="tiny", help="tiny (embedded data) or paper (real data)")
     run.add_argument("--data-root", default=None, help="real data set folder (paper profile)")
-    run.add_argument("--epochs", type=int, default=None, help="budget in epochs (default: profile's)")
+    run.add_argument(
+        "--epochs", type=int, default=None, help="budget in epochs (default: profile's)"
+    )
     run.add_argument("--batch-size", type=int, default=None)
-    run.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (smoke runs)")
+    run.add_argument(
+        "--max-steps", type=int, default=None, help="stop after N optimizer steps (smoke runs)"
+    )
     run.add_argument("--out", default="results", help="where runs/ and the leaderboard go")
-    run.add_argument("--resume", action="store_true", help="continue interrupted runs from checkpoints")
+    run.add_argument(
+        "--resume", action="store_true", help="continue interrupted runs from checkpoints"
+    )
     run.add_argument("--force", action="store_true", help="rerun even if a complete record exists")
     run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     run.add_argument("--plugin", action="append", help="a .py file or module defining a method")

@@ -65,7 +65,9 @@ def erk_counts(shapes: Sequence[Sequence[int]], sparsity: float) -> list[int]:
         if not over:
             break
         dense |= over
-    ideal = [float(sizes[i]) if i in dense else eps * scores[i] * sizes[i] for i in range(len(sizes))]
+    ideal = [
+        float(sizes[i]) if i in dense else eps * scores[i] * sizes[i] for i in range(len(sizes))
+    ]
     return _round_to_total(ideal, sizes, total)
 
 
@@ -98,4 +100,6 @@ def keep_counts(
         if weights is None:
             raise ValueError("global distribution needs the weights")
         return global_counts(weights, sparsity)
-    raise UserError(f"unknown distribution {distribution!r}; choose one of {', '.join(DISTRIBUTIONS)}")
+    raise UserError(
+        f"unknown distribution {distribution!r}; choose one of {', '.join(DISTRIBUTIONS)}"
+    )

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from gapbench.errors import UserError
+from gapbench.masks import random_masks
 from gapbench.method import Method, register_method
 from gapbench.partition import check_partitions, consecutive_partitions
-from gapbench.masks import random_masks
 
 
 @register_method("gap")
@@ -45,7 +45,9 @@ class GaP(Method):
         if p["mode"] not in ("sequential", "parallel"):
             raise UserError("gap.mode must be sequential or parallel")
         if p["mode"] == "parallel" and p["schedule"] != "cyclic":
-            raise UserError("gap.mode=parallel needs gap.schedule=cyclic (each worker owns a partition)")
+            raise UserError(
+                "gap.mode=parallel needs gap.schedule=cyclic (each worker owns a partition)"
+            )
         for key in ("partitions", "epochs_per_step", "rounds"):
             if int(p[key]) < 1:
                 raise UserError(f"gap.{key} must be at least 1")
@@ -156,7 +158,10 @@ class GaP(Method):
 
     def on_epoch_end(self, epoch: int) -> None:
         self.log["partition_density"].append(
-            [sum(self.masks.count(n) for n in g) / sum(self.masks.numel(n) for n in g) for g in self.groups]
+            [
+                sum(self.masks.count(n) for n in g) / sum(self.masks.numel(n) for n in g)
+                for g in self.groups
+            ]
         )
         step = self._step_of(epoch)
         if step is None or (epoch + 1) % self.T:
@@ -267,7 +272,11 @@ class GaP(Method):
                 merged["state"][idx] = copy.deepcopy(sources[owner[name]])
                 continue
             for key, value in state.items():
-                if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dim() > 0:
+                if (
+                    isinstance(value, torch.Tensor)
+                    and value.is_floating_point()
+                    and value.dim() > 0
+                ):
                     present = [s[key] for s in sources if s is not None and key in s]
                     state[key] = torch.stack(present).mean(0)
         return merged

@@ -29,7 +29,9 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             "epochs": r["budget"]["comparison_epochs"],
             "metric": r["metric"],
             "measured_sparsity": r["measured_sparsity"],
-            "train_flops_rel": r["train_flops"] / r["dense_train_flops"] if r["dense_train_flops"] else float("nan"),
+            "train_flops_rel": r["train_flops"] / r["dense_train_flops"]
+            if r["dense_train_flops"]
+            else float("nan"),
             "inference_flops": r["inference_flops"],
             "inference_flops_rel": r["inference_flops"] / r["dense_inference_flops"]
             if r["dense_inference_flops"]
@@ -73,7 +75,10 @@ def leaderboard_frame(df: pd.DataFrame) -> pd.DataFrame:
         row["wall_time_s"] = round(g["wall_time_s"].mean(), 1)
         out.append(row)
     table = pd.DataFrame(out)
-    return table.sort_values(["task", "profile", "epochs", "sparsity", "score_mean"], ascending=[True, True, True, True, False])
+    return table.sort_values(
+        ["task", "profile", "epochs", "sparsity", "score_mean"],
+        ascending=[True, True, True, True, False],
+    )
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -83,18 +88,58 @@ def to_markdown(table: pd.DataFrame) -> str:
     lines = ["# gapbench leaderboard", "", "Final-epoch test metric, mean ± std over seeds (n)."]
     for (task, profile, epochs), g in table.groupby(["task", "profile", "epochs"], sort=True):
         metric = g["metric"].iloc[0]
-        extra = [c for c in g.columns if c not in GROUP + ["metric", "score", "score_mean", "n",
-                 "measured_sparsity", "train_flops_vs_dense", "inference_flops_vs_dense",
-                 "inference_gflops", "wall_time_s"] and g[c].notna().any()]
-        header = ["method", "distribution", "sparsity", metric, *extra, "n", "measured sparsity",
-                  "train FLOPs vs dense", "inference FLOPs vs dense", "epochs", "wall s"]
-        lines += ["", f"## {task} ({profile}, {epochs} epochs)", "",
-                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        extra = [
+            c
+            for c in g.columns
+            if c
+            not in GROUP
+            + [
+                "metric",
+                "score",
+                "score_mean",
+                "n",
+                "measured_sparsity",
+                "train_flops_vs_dense",
+                "inference_flops_vs_dense",
+                "inference_gflops",
+                "wall_time_s",
+            ]
+            and g[c].notna().any()
+        ]
+        header = [
+            "method",
+            "distribution",
+            "sparsity",
+            metric,
+            *extra,
+            "n",
+            "measured sparsity",
+            "train FLOPs vs dense",
+            "inference FLOPs vs dense",
+            "epochs",
+            "wall s",
+        ]
+        lines += [
+            "",
+            f"## {task} ({profile}, {epochs} epochs)",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+        ]
         for _, r in g.iterrows():
-            cells = [r["method"], r["distribution"], f"{r['sparsity']:.2f}", r["score"],
-                     *[str(r[c]) if pd.notna(r[c]) else "" for c in extra], str(r["n"]),
-                     f"{r['measured_sparsity']:.4f}", f"{r['train_flops_vs_dense']:.3f}",
-                     f"{r['inference_flops_vs_dense']:.3f}", str(r["epochs"]), f"{r['wall_time_s']:.0f}"]
+            cells = [
+                r["method"],
+                r["distribution"],
+                f"{r['sparsity']:.2f}",
+                r["score"],
+                *[str(r[c]) if pd.notna(r[c]) else "" for c in extra],
+                str(r["n"]),
+                f"{r['measured_sparsity']:.4f}",
+                f"{r['train_flops_vs_dense']:.3f}",
+                f"{r['inference_flops_vs_dense']:.3f}",
+                str(r["epochs"]),
+                f"{r['wall_time_s']:.0f}",
+            ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

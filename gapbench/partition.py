@@ -16,7 +16,9 @@ def consecutive_partitions(
     CNNs whose later stages are heavier); balance="layers": equal numbers of tensors.
     """
     if kappa < 1 or kappa > len(names):
-        raise UserError(f"GaP partitions={kappa} must be between 1 and the {len(names)} prunable tensors")
+        raise UserError(
+            f"GaP partitions={kappa} must be between 1 and the {len(names)} prunable tensors"
+        )
     if balance == "layers":
         bounds = [round(i * len(names) / kappa) for i in range(kappa + 1)]
         return [list(names[bounds[i] : bounds[i + 1]]) for i in range(kappa)]

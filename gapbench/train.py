@@ -89,7 +89,9 @@ def batch_samples(batch: Any) -> int:
     return 1
 
 
-def recalibrate_batchnorm(model: nn.Module, setup: TaskSetup, device: torch.device, batches: int) -> None:
+def recalibrate_batchnorm(
+    model: nn.Module, setup: TaskSetup, device: torch.device, batches: int
+) -> None:
     """Re-estimate BN running statistics (after a P-GaP merge) from a few training batches."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns or setup.forward is None:
@@ -144,7 +146,11 @@ class Trainer:
         self.model = s.model.to(self.device)
         method_cls = get_method_class(cfg.method)
         # The task's GaP schedule (kappa, R, T); fine-tune fills the rest of the budget.
-        params = {k: v for k, v in s.gap_defaults.items() if k != "finetune"} if cfg.method == "gap" else {}
+        params = (
+            {k: v for k, v in s.gap_defaults.items() if k != "finetune"}
+            if cfg.method == "gap"
+            else {}
+        )
         params.update(cfg.method_params)
         self.method: Method = method_cls(**params)
         self.budget_epochs = self._budget_epochs or cfg.epochs or s.epochs
@@ -268,7 +274,11 @@ class Trainer:
         self.method.on_train_end()
         if self.method.sparse:
             self.masks.apply()
-            wrong = {n: (self.masks.count(n), k) for n, k in self.method.target_counts.items() if self.masks.count(n) != k}
+            wrong = {
+                n: (self.masks.count(n), k)
+                for n, k in self.method.target_counts.items()
+                if self.masks.count(n) != k
+            }
             if wrong:
                 raise RuntimeError(f"method {self.config.method} left wrong keep counts: {wrong}")
         metrics = {

@@ -35,8 +35,13 @@ def _imagefolder(root: Path) -> None:
 def test_paper_profile_runs_two_steps_of_resnet50(tmp_path):
     _imagefolder(tmp_path / "imagenet")
     cfg = RunConfig(
-        task="classification", method="gap", profile="paper", data_root=str(tmp_path / "imagenet"),
-        batch_size=2, max_steps=2, out=str(tmp_path / "out"),
+        task="classification",
+        method="gap",
+        profile="paper",
+        data_root=str(tmp_path / "imagenet"),
+        batch_size=2,
+        max_steps=2,
+        out=str(tmp_path / "out"),
     )
     trainer = Trainer(cfg)
     record = trainer.run()
@@ -46,7 +51,9 @@ def test_paper_profile_runs_two_steps_of_resnet50(tmp_path):
     assert record["budget"]["comparison_epochs"] == 990
     assert [len(g) for g in record["method_log"]["partitions"]] == [10, 13, 19, 10]  # by stage
     assert record["alive_prunable_params"] == round(0.1 * record["prunable_params"])
-    assert record["dense_inference_flops"] == pytest.approx(8.2e9, rel=0.02)  # ResNet-50: ~4.1 GMACs
+    assert record["dense_inference_flops"] == pytest.approx(
+        8.2e9, rel=0.02
+    )  # ResNet-50: ~4.1 GMACs
 
 
 def test_paper_profile_without_data_root_is_a_user_error():

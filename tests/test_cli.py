@@ -39,22 +39,55 @@ def test_user_errors_are_one_line_with_exit_code_2(capsys, argv, message):
 def test_malformed_data_root_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "train").mkdir()  # exists, but no class folders and no val/
     code, _, err = _run(
-        capsys, "run", "--task", "classification", "--profile", "paper", "--data-root", str(tmp_path),
-        "--out", str(tmp_path / "out"),
+        capsys,
+        "run",
+        "--task",
+        "classification",
+        "--profile",
+        "paper",
+        "--data-root",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "out"),
     )
     assert code == 2 and str(tmp_path) in err and len(err.strip().splitlines()) == 1
 
 
 def test_gap_budget_shorter_than_its_grow_phase_is_a_user_error(tmp_path, capsys):
-    code, _, err = _run(capsys, "run", "--task", "classification", "--methods", "gap", "--epochs", "2",
-                        "--out", str(tmp_path))
+    code, _, err = _run(
+        capsys,
+        "run",
+        "--task",
+        "classification",
+        "--methods",
+        "gap",
+        "--epochs",
+        "2",
+        "--out",
+        str(tmp_path),
+    )
     assert code == 2 and "grow phase" in err
 
 
 def test_run_writes_records_and_leaderboard_then_reuses_them(tmp_path, capsys):
-    argv = ["run", "--task", "classification", "--methods", "dense,gap", "--epochs", "4",
-            "--method-arg", "gap.rounds=1", "--method-arg", "gap.epochs_per_step=1",
-            "--sparsity", "0.8", "0.9", "--out", str(tmp_path)]
+    argv = [
+        "run",
+        "--task",
+        "classification",
+        "--methods",
+        "dense,gap",
+        "--epochs",
+        "4",
+        "--method-arg",
+        "gap.rounds=1",
+        "--method-arg",
+        "gap.epochs_per_step=1",
+        "--sparsity",
+        "0.8",
+        "0.9",
+        "--out",
+        str(tmp_path),
+    ]
     code, out, _ = _run(capsys, *argv)
     assert code == 0
     runs = sorted(p.name for p in (tmp_path / "runs").glob("*.json"))

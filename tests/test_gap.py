@@ -17,7 +17,9 @@ def test_parameter_balanced_partitions_are_consecutive_and_cover_everything():
     assert [n for g in groups for n in g] == names
     assert all(groups)
     assert groups[-1] == ["l7"]  # the heavy tail gets its own partition
-    assert consecutive_partitions(names, sizes, 4, "layers") == [names[i : i + 2] for i in (0, 2, 4, 6)]
+    assert consecutive_partitions(names, sizes, 4, "layers") == [
+        names[i : i + 2] for i in (0, 2, 4, 6)
+    ]
 
 
 class Net(nn.Module):

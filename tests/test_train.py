@@ -31,7 +31,9 @@ def test_flops_of_conv_and_linear_are_counted_per_layer():
 
 
 def _config(tmp_path, name, **kw):
-    base = dict(task="classification", method="gap", sparsity=0.9, epochs=4, out=str(tmp_path / name))
+    base = dict(
+        task="classification", method="gap", sparsity=0.9, epochs=4, out=str(tmp_path / name)
+    )
     base.update(kw)
     base.setdefault("method_params", dict(GAP_SMALL) if base["method"] == "gap" else {})
     return RunConfig(**base)
@@ -45,7 +47,9 @@ def test_resume_continues_bit_identically(tmp_path):
     assert interrupted.checkpoint_path.exists()
     resumed = Trainer(_config(tmp_path, "b"))
     record_b = resumed.run(resume=True)
-    for (k, v), (k2, v2) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
+    for (k, v), (k2, v2) in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().items()
+    ):
         assert k == k2 and torch.equal(v, v2), k
     assert record["metrics"] == record_b["metrics"]
     assert record["train_flops"] == record_b["train_flops"]
@@ -60,7 +64,11 @@ def test_record_has_the_schedule_exact_sparsity_and_flops(tmp_path):
     assert on_disk["alive_prunable_params"] == round(0.1 * on_disk["prunable_params"])
     assert on_disk["budget"]["total_steps"] == 4 * on_disk["budget"]["steps_per_epoch"]
     densities = on_disk["method_log"]["partition_density"]
-    assert [row.index(1.0) for row in densities[:3]] == [0, 1, 2]  # each partition dense in its step
+    assert [row.index(1.0) for row in densities[:3]] == [
+        0,
+        1,
+        2,
+    ]  # each partition dense in its step
     assert max(densities[3]) < 0.11  # fine-tune: all sparse
     assert 0 < on_disk["train_flops"] < on_disk["dense_train_flops"]
     assert on_disk["inference_flops"] < 0.2 * on_disk["dense_inference_flops"]
@@ -74,7 +82,9 @@ def test_parallel_gap_runs_through_the_trainer(tmp_path):
     assert record["budget"]["trainer_epochs"] == 4  # 3 workers one after another + 1 fine-tune
     assert record["budget"]["comparison_epochs"] == 2
     assert record["alive_prunable_params"] == round(0.1 * record["prunable_params"])
-    assert record["metrics"]["top1"] > 10.0  # better than chance on 10 classes after BN recalibration
+    assert (
+        record["metrics"]["top1"] > 10.0
+    )  # better than chance on 10 classes after BN recalibration
 
 
 def test_max_steps_stops_early_and_still_leaves_the_target_sparsity(tmp_path):

@@ -29,7 +29,9 @@ def image_folder(root: Path, transform) -> datasets.ImageFolder:
     try:
         return datasets.ImageFolder(str(root), transform=transform)
     except (FileNotFoundError, RuntimeError) as exc:
-        raise UserError(f"{root} is not an ImageFolder tree ({exc}); one subfolder per class") from exc
+        raise UserError(
+            f"{root} is not an ImageFolder tree ({exc}); one subfolder per class"
+        ) from exc
 
 
 def check_same_classes(a: datasets.ImageFolder, b: datasets.ImageFolder, where: Path) -> None:
@@ -62,7 +64,9 @@ def ensure_digits(cache_dir: Path) -> Path:
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(images[i], mode="L").save(folder / f"{i:04d}.png")
     counts = {"train": len(train), "val": len(val), "test": len(test)}
-    (tmp / "COMPLETE.json").write_text(json.dumps({"source": "sklearn.datasets.load_digits", **counts}))
+    (tmp / "COMPLETE.json").write_text(
+        json.dumps({"source": "sklearn.datasets.load_digits", **counts})
+    )
     if root.exists():
         import shutil
 

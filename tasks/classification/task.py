@@ -44,7 +44,9 @@ POLICY = {"first_conv": "dense", "classifier": "dense", "downsample_convs": "pru
 
 @register_task("classification")
 class ClassificationTask(Task):
-    description = "image classification; tiny: sklearn digits + small ResNet, paper: ResNet-50 ImageNet"
+    description = (
+        "image classification; tiny: sklearn digits + small ResNet, paper: ResNet-50 ImageNet"
+    )
     metrics = ("top1",)
 
     def setup(self, profile, data_root, seed, device, batch_size=None, cache_dir=None) -> TaskSetup:
@@ -54,15 +56,24 @@ class ClassificationTask(Task):
 
     def _loaders(self, train, val, test, batch_size: int, workers: int):
         def make(ds, shuffle):
-            return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=workers, drop_last=False)
+            return DataLoader(
+                ds, batch_size=batch_size, shuffle=shuffle, num_workers=workers, drop_last=False
+            )
 
         return make(train, True), make(val, False), make(test, False)
 
-    def _tiny(self, data_root: Path | None, batch_size: int | None, cache_dir: Path | None) -> TaskSetup:
+    def _tiny(
+        self, data_root: Path | None, batch_size: int | None, cache_dir: Path | None
+    ) -> TaskSetup:
         root = data_root or ensure_digits(cache_dir or Path("results/cache/classification"))
         norm = transforms.Normalize((0.5,) * 3, (0.5,) * 3)
         train_tf = transforms.Compose(
-            [transforms.Resize(16), transforms.RandomCrop(16, padding=2), transforms.ToTensor(), norm]
+            [
+                transforms.Resize(16),
+                transforms.RandomCrop(16, padding=2),
+                transforms.ToTensor(),
+                norm,
+            ]
         )
         eval_tf = transforms.Compose([transforms.Resize(16), transforms.ToTensor(), norm])
         train = image_folder(root / "train", train_tf)
@@ -99,12 +110,21 @@ class ClassificationTask(Task):
             flops_batch_size=1,
         )
 
-    def _paper(self, data_root: Path | None, batch_size: int | None, device: torch.device) -> TaskSetup:
+    def _paper(
+        self, data_root: Path | None, batch_size: int | None, device: torch.device
+    ) -> TaskSetup:
         if data_root is None:
-            raise UserError("profile paper needs --data-root pointing at ImageNet (train/ and val/ folders)")
+            raise UserError(
+                "profile paper needs --data-root pointing at ImageNet (train/ and val/ folders)"
+            )
         norm = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
         train_tf = transforms.Compose(
-            [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor(), norm]
+            [
+                transforms.RandomResizedCrop(224),
+                transforms.RandomHorizontalFlip(),
+                transforms.ToTensor(),
+                norm,
+            ]
         )
         eval_tf = transforms.Compose(
             [transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(), norm]
