@@ -44,7 +44,11 @@ class GradualMagnitude(Method):
 
     def after_step(self, step: int) -> None:
         done = step + 1
-        if self.t0 <= done <= self.t_end and (done - self.t0) % self.interval == 0 or done == self.t_end:
+        if (
+            self.t0 <= done <= self.t_end
+            and (done - self.t0) % self.interval == 0
+            or done == self.t_end
+        ):
             self._prune_at(self.sparsity_at(done), done)
         self.masks.apply()
 
