@@ -89,9 +89,9 @@ def main() -> None:
         mset.apply()
 
     extra = sum(m.numel() * m.element_size() for m in mset.masks.values())
-    results.append(
-        ("gapbench MaskSet (bool)", time_steps(model, gap_step, x, y, args.steps), extra)
-    )
+    step_time = time_steps(model, gap_step, x, y, args.steps)
+    ops = time_mask_ops(lambda: (mset.apply_to_grads(), mset.apply()))
+    results.append(("gapbench MaskSet (bool)", step_time, extra, ops))
 
     model = resnet50(weights=None)
     params = dict(model.named_parameters())
@@ -125,9 +125,14 @@ def main() -> None:
         + m.weight.numel() * m.weight.element_size()
         for _, m in prunable_modules(model)
     )
-    results.append(
-        ("torch.nn.utils.prune", time_steps(model, lambda o: o.step(), x, y, args.steps), extra)
-    )
+    step_time = time_steps(model, lambda o: o.step(), x, y, args.steps)
+
+    def prune_ops():  # what prune's forward pre-hooks compute every forward: weight_orig * mask
+        for _, m in prunable_modules(model):
+            for hook in m._forward_pre_hooks.values():
+                hook(m, None)
+
+    results.append(("torch.nn.utils.prune", step_time, extra, time_mask_ops(prune_ops)))
 
     dense_time = results[0][1]
     print(

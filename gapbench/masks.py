@@ -88,14 +88,15 @@ class MaskSet:
         with torch.no_grad():
             for n in self.names:
                 if not self._dense[n]:
-                    self.params[n].mul_(self.masks[n])
+                    # A uint8 view of the bool storage multiplies several times faster than bool.
+                    self.params[n].mul_(self.masks[n].view(torch.uint8))
 
     def apply_to_grads(self) -> None:
         """Zero gradients of pruned weights (before the optimizer step) so no state accumulates."""
         for n in self.names:
             grad = self.params[n].grad
             if grad is not None and not self._dense[n]:
-                grad.mul_(self.masks[n])
+                grad.mul_(self.masks[n].view(torch.uint8))
 
     # ---- persistence -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
