@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"({record['wall_time_s']:.0f}s) -> {record['_path']}",
             flush=True,
         )
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun, rank 0 alone writes and prints the leaderboard
     table = write_leaderboard(out)
     print()
     print(task_markdown(table, args.task))

@@ -111,6 +111,7 @@ def make_record(
             "trainer_epochs": trainer.trainer_epochs,
             "steps_run": steps,
             "batch_size": cfg.batch_size,
+            "world_size": trainer.dist.world_size,
         },
         "sparsity_policy": {**s.policy, "prunable_tensors": len(masks.names)},
         "measured_sparsity": (1.0 - masks.alive() / masks.total()) if method.sparse else 0.0,

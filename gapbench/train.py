@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from gapbench import distributed
 from gapbench.budget import Budget
 from gapbench.flops import FlopsLedger, measure_forward_flops
 from gapbench.masks import MaskSet
@@ -117,7 +118,7 @@ class Trainer:
 
     def __init__(self, config: RunConfig, budget_epochs: int | None = None):
         self.config = config
-        self.device = torch.device(config.device)
+        self.dist, self.device = distributed.init_from_env(torch.device(config.device))
         self.out = Path(config.out)
         self.run_id = run_id(config.identity())
         self.checkpoint_path = self.out / "checkpoints" / f"{self.run_id}.pt"
@@ -134,6 +135,9 @@ class Trainer:
             raise UserError(
                 f"task {cfg.task!r} has no profile {cfg.profile!r}; choose one of {', '.join(self.task.profiles)}"
             )
+        # Rank 0 builds first: it generates an embedded data set once, the other ranks then read it.
+        if not self.dist.is_main:
+            distributed.barrier(self.dist)
         self.setup = self.task.setup(
             cfg.profile,
             Path(cfg.data_root) if cfg.data_root else None,
@@ -142,6 +146,8 @@ class Trainer:
             batch_size=cfg.batch_size,
             cache_dir=default_cache_dir(cfg.task),
         )
+        if self.dist.is_main:
+            distributed.barrier(self.dist)
         s = self.setup
         self.model = s.model.to(self.device)
         method_cls = get_method_class(cfg.method)
@@ -164,7 +170,8 @@ class Trainer:
         prunable = set(s.prunable)
         forward_order = [n for n in order if n in prunable]
         forward_order += [n for n in s.prunable if n not in forward_order]
-        self.steps_per_epoch = len(s.train_loader)  # type: ignore[arg-type]
+        # Under torchrun each rank takes every world_size-th batch; all ranks take equally many.
+        self.steps_per_epoch = len(s.train_loader) // self.dist.world_size  # type: ignore[arg-type]
         self.budget = Budget(self.trainer_epochs, self.steps_per_epoch, cfg.max_steps)
         ctx = MethodContext(
             sparsity=cfg.sparsity,
@@ -177,6 +184,8 @@ class Trainer:
             ),
         )
         self.method.setup(self.model, self.optimizer, self.budget, self.masks, ctx)
+        distributed.check_same_on_all_ranks(self.masks.checksum(), self.dist, "initial masks")
+        self.train_model = distributed.wrap(self.model, self.dist)
 
     def _measure_flops(self) -> tuple[dict[str, float], list[str]]:
         s = self.setup
@@ -233,7 +242,11 @@ class Trainer:
             self.model.train()
             self.method.on_epoch_start(epoch)
             losses = []
-            for batch in s.train_loader:
+            for index, batch in enumerate(s.train_loader):
+                if index % self.dist.world_size != self.dist.rank:
+                    continue
+                if index // self.dist.world_size >= self.steps_per_epoch:
+                    break
                 if cfg.max_steps is not None and step >= cfg.max_steps:
                     stopped = True
                     break
@@ -243,14 +256,16 @@ class Trainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = group["initial_lr"] * factor
                 self.optimizer.zero_grad(set_to_none=True)
-                loss = s.loss(self.model, batch)
+                loss = s.loss(self.train_model, batch)
                 loss.backward()
                 if s.grad_clip:
                     nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
                 self.method.before_step(step)
                 self.optimizer.step()
                 self.method.after_step(step)
-                self.ledger.charge_step(batch_samples(batch), self.method.dense_grad_step(step))
+                self.ledger.charge_step(
+                    batch_samples(batch) * self.dist.world_size, self.method.dense_grad_step(step)
+                )
                 losses.append(float(loss.detach()))
                 step += 1
             self.method.on_epoch_end(epoch)
@@ -263,7 +278,11 @@ class Trainer:
                 }
             )
             bar.set_postfix(loss=history[-1]["train_loss"], sparsity=history[-1]["sparsity"])
-            self._save_checkpoint(epoch + 1, step, history, elapsed_before + time.time() - start)
+            distributed.check_same_on_all_ranks(self.masks.checksum(), self.dist, "masks")
+            if self.dist.is_main:
+                self._save_checkpoint(
+                    epoch + 1, step, history, elapsed_before + time.time() - start
+                )
             if stopped or (stop_after_epoch is not None and epoch + 1 >= stop_after_epoch):
                 break
         if stop_after_epoch is not None and not stopped and epoch + 1 < self.trainer_epochs:
@@ -286,9 +305,11 @@ class Trainer:
             "val": self._evaluate(self.setup.val_loader),
         }
         record = make_record(self, metrics, history, step, elapsed, stopped)
-        path = write_record(record, Path(self.config.out))
-        self.checkpoint_path.unlink(missing_ok=True)
-        record["_path"] = str(path)
+        record["_path"] = None
+        if self.dist.is_main:
+            record["_path"] = str(write_record(record, Path(self.config.out)))
+            self.checkpoint_path.unlink(missing_ok=True)
+        distributed.barrier(self.dist)
         return record
 
     def _evaluate(self, loader: Iterable[Any]) -> dict[str, float]:
