@@ -17,6 +17,7 @@ from gapbench.method import Method, register_method
 @register_method("magnitude")
 class GradualMagnitude(Method):
     description = "gradual magnitude pruning (GMP, Zhu & Gupta cubic schedule) from dense"
+    gradual = True
     defaults = {
         "start": 0.1,  # fraction of the run when pruning starts
         "end": 0.75,  # fraction of the run when the target sparsity is reached

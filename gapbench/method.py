@@ -49,6 +49,9 @@ class Method:
     description: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
     sparse: ClassVar[bool] = True  # False for the dense reference (no sparsity target applies)
+    # True when per-layer counts shrink gradually towards the target (GMP): the conformance check
+    # then accepts intermediate counts that only ever decrease.
+    gradual: ClassVar[bool] = False
 
     def __init__(self, **params: Any):
         unknown = sorted(set(params) - set(self.defaults))
