@@ -24,6 +24,7 @@ from torch import nn
 from gapbench.budget import Budget
 from gapbench.masks import MaskSet
 from gapbench.method import Method, MethodContext, get_method_class
+from gapbench.train import seed_everything
 
 
 class ConformanceError(AssertionError):
@@ -102,6 +103,7 @@ class _Run:
 
     def train_epochs(self, start: int, stop: int, on_step=None) -> None:
         for epoch in range(start, stop):
+            seed_everything(self.seed * 100_003 + epoch)  # as the Trainer does at every epoch
             self.model.train()
             self.method.on_epoch_start(epoch)
             for _ in range(self.steps_per_epoch):
