@@ -48,6 +48,8 @@ class TaskSetup:
     # Default GaP schedule for this profile: {"partitions", "rounds", "epochs_per_step", "finetune"}
     # with rounds * partitions * epochs_per_step + finetune == epochs.
     gap_defaults: dict[str, Any] = field(default_factory=dict)
+    # Other methods' profile defaults, e.g. {"rigl": {"delta_t": 20}} for a small data set.
+    method_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
     lr_schedule: str = "cosine"  # "cosine" (with linear warm-up) | "inverse_sqrt" | "constant"
     warmup_epochs: float = 0.0  # or use warmup_steps; the larger of the two wins
     warmup_steps: int = 0
