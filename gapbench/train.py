@@ -152,11 +152,9 @@ class Trainer:
         self.model = s.model.to(self.device)
         method_cls = get_method_class(cfg.method)
         # The task's GaP schedule (kappa, R, T); fine-tune fills the rest of the budget.
-        params = (
-            {k: v for k, v in s.gap_defaults.items() if k != "finetune"}
-            if cfg.method == "gap"
-            else {}
-        )
+        params = dict(s.method_defaults.get(cfg.method, {}))
+        if cfg.method == "gap":
+            params.update({k: v for k, v in s.gap_defaults.items() if k != "finetune"})
         params.update(cfg.method_params)
         self.method: Method = method_cls(**params)
         self.budget_epochs = self._budget_epochs or cfg.epochs or s.epochs

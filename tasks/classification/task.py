@@ -103,6 +103,8 @@ class ClassificationTask(Task):
             policy=POLICY,
             partitions={3: stage_partitions(model, prunable, ["layer1", "layer2", "layer3"])},
             gap_defaults={"partitions": 3, "rounds": 2, "epochs_per_step": 2},
+            # 17 steps per epoch: RigL's 100-step interval would allow only two updates.
+            method_defaults={"rigl": {"delta_t": 20}},
             lr_schedule="cosine",
             warmup_epochs=1,
             flops_batch=(flops_images, torch.zeros(1, dtype=torch.long)),
