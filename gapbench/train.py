@@ -85,8 +85,10 @@ def batch_samples(batch: Any) -> int:
         return int(batch.shape[0])
     if isinstance(batch, dict):
         return batch_samples(next(iter(batch.values())))
-    if isinstance(batch, list | tuple):
-        return batch_samples(batch[0]) if not isinstance(batch[0], dict) else len(batch)
+    if isinstance(batch, list) and batch and isinstance(batch[0], torch.Tensor | dict):
+        return len(batch)  # a list of per-sample tensors/targets (detection)
+    if isinstance(batch, list | tuple) and batch:
+        return batch_samples(batch[0])
     return 1
 
 
