@@ -65,7 +65,19 @@ def load_coco(annotation_file: Path) -> COCO:
             )
         ann.setdefault("iscrowd", 0)
         ann.setdefault("area", bbox[2] * bbox[3])
+    # Degenerate boxes (zero width or height) can be neither learned nor detected: drop them for
+    # training and evaluation alike, and say how many.
+    kept = [
+        a for a in doc["annotations"] if a["iscrowd"] or (a["bbox"][2] > 0 and a["bbox"][3] > 0)
+    ]
+    dropped = len(doc["annotations"]) - len(kept)
+    if dropped:
+        log.warning(
+            "%s: dropped %d degenerate boxes (zero width or height)", annotation_file, dropped
+        )
+    doc["annotations"] = kept
     coco = COCO()
+    coco.dropped_degenerate = dropped
     coco.dataset = doc
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
@@ -89,14 +101,8 @@ class CocoDetection(Dataset):
         self.label_of = {cid: i + 1 for i, cid in enumerate(self.category_ids)}
         self.category_of = {v: k for k, v in self.label_of.items()}
         self.image_ids = sorted(self.coco.getImgIds())[:max_images]
-        self.dropped_degenerate = 0
+        self.dropped_degenerate = self.coco.dropped_degenerate
         self.targets = [self._target(i) for i in self.image_ids]
-        if self.dropped_degenerate:
-            log.warning(
-                "%s: dropped %d degenerate boxes (zero width or height)",
-                annotation_file,
-                self.dropped_degenerate,
-            )
 
     def _target(self, image_id: int) -> dict[str, Any]:
         boxes, labels = [], []
@@ -104,9 +110,6 @@ class CocoDetection(Dataset):
             if ann.get("iscrowd", 0):
                 continue  # crowd regions are not objects to learn; COCOeval ignores matches there
             x, y, w, h = ann["bbox"]
-            if w <= 0 or h <= 0:
-                self.dropped_degenerate += 1
-                continue
             boxes.append([x, y, x + w, y + h])
             labels.append(self.label_of[ann["category_id"]])
         return {
