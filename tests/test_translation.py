@@ -106,3 +106,29 @@ def test_paper_profile_two_steps_on_bpe_fixture(tmp_path):
         assert torch.isfinite(loss)
     setup.model.eval()
     assert 0.0 <= setup.evaluate(setup.model, setup.test_loader)["bleu"] <= 100.0
+
+
+def test_end_to_end_tiny_sparse_run_through_the_cli(tmp_path, capsys):
+    import json
+
+    from gapbench.cli import main
+
+    code = main(
+        [
+            "run",
+            "--task",
+            "translation",
+            "--methods",
+            "magnitude",
+            "--epochs",
+            "2",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    assert "| magnitude | uniform | 0.90 |" in capsys.readouterr().out
+    record = json.loads(next((tmp_path / "runs").glob("*.json")).read_text())
+    assert record["status"] == "complete" and record["metric"] == "bleu"
+    assert record["alive_prunable_params"] == round(0.1 * record["prunable_params"])
+    assert record["sparsity_policy"]["embeddings_and_output_projection"] == "dense"
