@@ -48,9 +48,10 @@ def _mean_std(values: pd.Series) -> str:
     values = values.dropna()
     if values.empty:
         return ""
+    digits = 3 if values.abs().max() <= 1.0 else 2  # mIoU-style [0, 1] metrics need a third digit
     if len(values) == 1:
-        return f"{values.iloc[0]:.2f}"
-    return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}"
+        return f"{values.iloc[0]:.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
 
 
 def leaderboard_frame(df: pd.DataFrame) -> pd.DataFrame:
