@@ -15,6 +15,8 @@ import math
 import torch
 
 from baselines.static import draw_random_masks
+from gapbench.budget import Budget
+from gapbench.errors import UserError
 from gapbench.masks import clear_optimizer_state, topk_mask
 from gapbench.method import Method, register_method
 
@@ -32,11 +34,13 @@ class RigL(Method):
     def setup(self, model, optimizer, budget, masks, ctx) -> None:
         super().setup(model, optimizer, budget, masks, ctx)
         draw_random_masks(self)
-        frac = float(self.params["delta_frac"])
-        self.delta_t = (
-            max(1, budget.fraction_to_step(frac)) if frac > 0 else int(self.params["delta_t"])
-        )
+        self.delta_t = self.update_interval(budget)
         self.t_end = budget.fraction_to_step(float(self.params["t_end"]))
+        if self.delta_t < 1 or not 0.0 <= float(self.params["alpha"]) <= 1.0:
+            raise UserError(
+                f"{self.name}: needs delta_t >= 1 step (or delta_frac > 0) and 0 <= alpha <= 1, "
+                f"got delta_t={self.delta_t}, alpha={self.params['alpha']}"
+            )
         self._scores: dict[str, torch.Tensor] = {}
         self.log = {
             "delta_t_steps": self.delta_t,
@@ -46,11 +50,17 @@ class RigL(Method):
         }
 
     # ---- schedule ----------------------------------------------------------------------------
+    def update_interval(self, budget: Budget) -> int:
+        """ΔT in steps: `delta_frac` of the run when set (small data sets), else `delta_t`."""
+        frac = float(self.params["delta_frac"])
+        return max(1, budget.fraction_to_step(frac)) if frac > 0 else int(self.params["delta_t"])
+
     def is_update_step(self, step: int) -> bool:
         return step > 0 and step % self.delta_t == 0 and step < self.t_end
 
     def drop_fraction(self, step: int) -> float:
-        return float(self.params["alpha"]) / 2 * (1 + math.cos(math.pi * step / self.t_end))
+        t_end = max(1, self.t_end)
+        return float(self.params["alpha"]) / 2 * (1 + math.cos(math.pi * step / t_end))
 
     def dense_grad_step(self, step: int) -> bool:
         return self.is_update_step(step)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from baselines.rigl import RigL
+from gapbench.budget import Budget
 from gapbench.method import register_method
 
 
@@ -25,10 +26,12 @@ class SET(RigL):
     }
 
     def setup(self, model, optimizer, budget, masks, ctx) -> None:
-        if int(self.params["delta_t"]) == 0 and float(self.params["delta_frac"]) == 0:
-            self.params["delta_t"] = budget.steps_per_epoch
         super().setup(model, optimizer, budget, masks, ctx)
         self.log["decay"] = self.params["decay"]
+
+    def update_interval(self, budget: Budget) -> int:
+        """The paper updates once per epoch; the resolved steps go into the log, not params."""
+        return super().update_interval(budget) or budget.steps_per_epoch
 
     def drop_fraction(self, step: int) -> float:
         if self.params["decay"] == "cosine":

@@ -13,3 +13,10 @@ if "GAPBENCH_CACHE" not in os.environ:
 @pytest.fixture(scope="session")
 def cache_dir() -> str:
     return os.environ["GAPBENCH_CACHE"]
+
+
+# The tiny models slow down badly when two torch threads compete for the 2 cores with other work;
+# one thread per test process is faster and keeps timings stable.
+import torch  # noqa: E402
+
+torch.set_num_threads(1)

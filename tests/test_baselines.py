@@ -1,13 +1,24 @@
 """RigL and SET schedules, SET's seeded randomness, and the six-method comparison end to end."""
 
+import json
 import math
 
 import pytest
 import torch
 
 from gapbench.cli import main
+from gapbench.errors import UserError
 from gapbench.method import get_method_class
 from gapbench.testing import _Run
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core box run several times faster on one torch thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _run(name, params, seed=0, epochs=6, steps=5):
@@ -36,7 +47,16 @@ def test_rigl_update_steps_and_cosine_drop_fraction():
 
 def test_rigl_delta_as_a_fraction_of_the_run():
     run = _run("rigl", {"delta_frac": 0.1})
-    assert run.method.delta_t == 3
+    assert run.method.delta_t == 3 and run.method.log["delta_t_steps"] == 3
+    with pytest.raises(UserError, match="delta_t"):
+        _run("rigl", {"delta_t": 0})
+
+
+def test_set_updates_once_per_epoch_by_default_and_keeps_its_params():
+    run = _run("set", {})
+    assert run.method.delta_t == 5 and run.method.params["delta_t"] == 0  # as the user gave it
+    run.train_epochs(0, run.epochs)
+    assert [u["step"] for u in run.method.log["updates"]] == [5, 10, 15, 20]  # t_end = 22
 
 
 def test_rigl_grows_where_the_gradient_is_largest_and_starts_them_at_zero():
@@ -96,3 +116,17 @@ def test_six_methods_on_the_embedded_classification_task(tmp_path, capsys):
     assert code == 0
     for method in ("dense", "static", "magnitude", "set", "rigl", "gap"):
         assert f"| {method} |" in out
+    records = {
+        r["method"]: r
+        for r in (json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json"))
+    }
+    for method in ("static", "magnitude", "set", "rigl", "gap"):
+        assert records[method]["measured_sparsity"] == pytest.approx(0.9, abs=1e-4)
+    steps = records["rigl"]["budget"]["total_steps"]
+    for method in ("set", "rigl"):  # schedule in steps and turnover of every update, recorded
+        log = records[method]["method_log"]
+        assert log["t_end_step"] == round(0.75 * steps) and log["alpha"] == 0.3
+        assert log["updates"] and all(0 < u["turnover"] <= 0.3 for u in log["updates"])
+    assert records["rigl"]["method_log"]["delta_t_steps"] == round(0.1 * steps)
+    # RigL's dense-gradient steps cost training FLOPs that static sparse training does not pay.
+    assert records["rigl"]["train_flops"] > records["static"]["train_flops"]

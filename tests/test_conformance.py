@@ -6,6 +6,16 @@ import torch
 from gapbench.method import Method
 from gapbench.testing import ConformanceError, check_method
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core box run several times faster on one torch thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 BUILT_IN = [
     ("dense", {}),
     ("static", {}),
@@ -73,9 +83,31 @@ class Unseeded(Method):
             self.prune_to(n, self.target_counts[n], score=score)
 
 
+class ForgetsItsState(Method):
+    """Redraws masks every epoch from a counter it does not save: a resume restarts the count."""
+
+    name = "stateless"
+
+    def setup(self, model, optimizer, budget, masks, ctx):
+        super().setup(model, optimizer, budget, masks, ctx)
+        self.redraws = 0
+
+    def on_epoch_start(self, epoch):
+        self.redraws += 1
+        gen = torch.Generator().manual_seed(self.ctx.seed + self.redraws)
+        for n in self.masks.names:
+            score = torch.rand(self.masks.params[n].shape, generator=gen)
+            self.prune_to(n, self.target_counts[n], score=score)
+
+
 @pytest.mark.parametrize(
     "broken, message",
-    [(TooDense, "target"), (ForgetsToMaskGrads, "optimizer state"), (Unseeded, "same seed")],
+    [
+        (TooDense, "target"),
+        (ForgetsToMaskGrads, "optimizer state"),
+        (Unseeded, "same seed"),
+        (ForgetsItsState, "resumed"),
+    ],
 )
 def test_broken_methods_fail_the_check(broken, message):
     with pytest.raises(ConformanceError, match=message):

@@ -1,12 +1,38 @@
-"""A user's method from a --plugin file and from a new module in baselines/, end to end."""
+"""A user's method from a --plugin file, a new module in baselines/ and an installed package's
+entry point, end to end. Nothing is written into the repository."""
 
 import json
+import sys
 import textwrap
-from pathlib import Path
+from importlib.metadata import EntryPoint
+
+import pytest
+import torch
 
 import baselines
 import gapbench.method as method_module
 from gapbench.cli import main
+from gapbench.testing import check_method
+
+
+@pytest.fixture(autouse=True)
+def one_thread_and_clean_registry():
+    """One torch thread (tiny models on a shared 2-core box run several times faster), and forget
+    the test's plug-ins afterwards so they do not leak into other tests' method lists."""
+    threads, methods, modules = (
+        torch.get_num_threads(),
+        dict(method_module.METHODS),
+        set(sys.modules),
+    )
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    method_module.METHODS.clear()
+    method_module.METHODS.update(methods)
+    for name in set(sys.modules) - modules:
+        if name.startswith("gapbench_plugin_") or "zz_" in name:
+            del sys.modules[name]
+
 
 PLUGIN = textwrap.dedent(
     '''
@@ -57,17 +83,48 @@ def test_plugin_from_a_file(tmp_path, capsys):
     path.write_text(PLUGIN.format(name="fileplugin"))
     _run_plugin(tmp_path, "fileplugin", ["--plugin", str(path)])
     assert main(["methods", "--plugin", str(path)]) == 0
-    assert "fileplugin.extra = 1" in capsys.readouterr().out
+    listing = capsys.readouterr().out
+    assert "fileplugin: user plug-in for the tests" in listing
+    assert "fileplugin.extra = 1" in listing
+    for name in ("dense", "static", "magnitude", "oneshot", "set", "rigl", "gap"):
+        assert f"\n{name}: " in f"\n{listing}"  # every built-in, with its one-line description
+    assert "rigl.alpha = 0.3" in listing and "rigl.delta_t = " in listing
 
 
-def test_plugin_as_a_module_in_baselines(tmp_path):
-    module = Path(baselines.__path__[0]) / "zz_test_plugin_tmp.py"
-    module.write_text(PLUGIN.format(name="dirplugin"))
-    try:
-        method_module._discovered = False  # discovery runs again, as in a fresh process
-        _run_plugin(tmp_path, "dirplugin", [])
-    finally:
-        module.unlink()
+def test_plugin_as_a_module_in_baselines(tmp_path, monkeypatch):
+    # A second folder on the baselines package path stands in for a new file in baselines/.
+    extra = tmp_path / "more_baselines"
+    extra.mkdir()
+    (extra / "zz_test_plugin_tmp.py").write_text(PLUGIN.format(name="dirplugin"))
+    monkeypatch.setattr(baselines, "__path__", [*baselines.__path__, str(extra)])
+    monkeypatch.setattr(method_module, "_discovered", False)  # discover again, as a new process
+    _run_plugin(tmp_path, "dirplugin", [])
+    assert "baselines.zz_test_plugin_tmp" in sys.modules
+
+
+def test_plugin_from_an_installed_package_entry_point(tmp_path, monkeypatch):
+    (tmp_path / "zz_pkg_plugin_tmp.py").write_text(PLUGIN.format(name="epplugin"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    point = EntryPoint("epplugin", "zz_pkg_plugin_tmp", "gapbench.methods")
+    seen = []
+
+    def fake_entry_points(group):
+        seen.append(group)
+        return [point]
+
+    monkeypatch.setattr(method_module, "entry_points", fake_entry_points)
+    monkeypatch.setattr(method_module, "_discovered", False)
+    cls = method_module.get_method_class("epplugin")
+    assert seen == ["gapbench.methods"] and cls.defaults == {"extra": 1}
+    report = check_method("epplugin", {"extra": 2})  # a user's method through the same check
+    assert report.final_counts == report.target_counts
+
+
+def test_unknown_method_argument_is_a_user_error(capsys):
+    code = main(
+        ["run", "--task", "classification", "--methods", "rigl", "--method-arg", "rigl.beta=1"]
+    )
+    assert code == 2 and "beta" in capsys.readouterr().err
 
 
 def test_missing_plugin_file_is_a_user_error(tmp_path, capsys):
