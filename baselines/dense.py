@@ -1,25 +1,11 @@
 """Dense reference: no masks. Every sparse method is read against it."""
 
-from gapbench.method import Method, register_method
+from gapbench.registry import register_method
+from gapbench.sparse.method import Method
 
 
 @register_method("dense")
 class Dense(Method):
     description = "dense training, no pruning (the reference)"
+    reference = "the dense model every sparse method is compared with"
     sparse = False
-
-    def setup(self, model, optimizer, budget, masks, ctx) -> None:
-        self.model, self.optimizer, self.budget, self.masks, self.ctx = (
-            model,
-            optimizer,
-            budget,
-            masks,
-            ctx,
-        )
-        self.target_counts = {n: masks.numel(n) for n in masks.names}
-
-    def before_step(self, step: int) -> None:
-        pass
-
-    def after_step(self, step: int) -> None:
-        pass

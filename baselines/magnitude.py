@@ -1,34 +1,50 @@
-"""Gradual magnitude pruning (Zhu & Gupta, 2017) and one-shot magnitude pruning.
+"""Gradual magnitude pruning (Zhu & Gupta, 2017, arXiv 1710.01878) and one-shot magnitude pruning.
 
-`magnitude` starts dense and prunes on the cubic schedule
+`magnitude` starts dense and prunes by |w| on the cubic schedule
     s_t = s_f * (1 - (1 - (t - t0) / (t_end - t0))^3)
-every `interval` steps between t0 and t_end, within the same budget as every other method.
+every `interval` steps between t0 and t_end, within the same budget as every other method, as the
+paper's Eq. 1 with s_i = 0 (tensorflow/model_pruning: begin/end_pruning_step, pruning_frequency).
+Masks only shrink. With `--distribution global` every prune re-ranks all live weights together.
 `oneshot` trains dense for extra epochs, prunes once, then fine-tunes for the budget; its record
 states the extra dense epochs.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
-from gapbench.method import Method, register_method
+from gapbench.errors import UserError
+from gapbench.registry import register_method
+from gapbench.sparse.method import Budget, Context, Method, Params, Plan
+
+
+@dataclass(frozen=True)
+class GMPParams(Params):
+    start: float = 0.1  # fraction of the run when pruning starts (t0)
+    end: float = 0.75  # fraction of the run when the target sparsity is reached (t_end)
+    interval: int = 0  # steps between pruning events; 0 = once per epoch
+
+    def check(self) -> None:
+        if not 0.0 <= self.start < self.end <= 1.0:
+            raise UserError(f"needs 0 <= start < end <= 1, got start={self.start}, end={self.end}")
+        if self.interval < 0:
+            raise UserError("interval must be >= 0 steps (0 = once per epoch)")
 
 
 @register_method("magnitude")
 class GradualMagnitude(Method):
     description = "gradual magnitude pruning (GMP, Zhu & Gupta cubic schedule) from dense"
+    reference = "Zhu & Gupta 2017 (arXiv 1710.01878), Eq. 1; tensorflow/model_pruning"
+    Params = GMPParams
+    params: GMPParams
     gradual = True
-    defaults = {
-        "start": 0.1,  # fraction of the run when pruning starts
-        "end": 0.75,  # fraction of the run when the target sparsity is reached
-        "interval": 0,  # steps between pruning events; 0 = once per epoch
-    }
 
-    def setup(self, model, optimizer, budget, masks, ctx) -> None:
-        super().setup(model, optimizer, budget, masks, ctx)
-        self.t0 = budget.fraction_to_step(float(self.params["start"]))
-        self.t_end = max(self.t0 + 1, budget.fraction_to_step(float(self.params["end"])))
-        self.interval = int(self.params["interval"]) or budget.steps_per_epoch
+    def setup(self, ctx: Context) -> None:
+        super().setup(ctx)
+        budget = ctx.budget
+        self.t0 = budget.fraction_to_step(self.params.start)
+        self.t_end = max(self.t0 + 1, budget.fraction_to_step(self.params.end))
+        self.interval = self.params.interval or budget.steps_per_epoch
         self.log = {
             "start_step": self.t0,
             "end_step": self.t_end,
@@ -43,66 +59,73 @@ class GradualMagnitude(Method):
         progress = min(1.0, (step - self.t0) / (self.t_end - self.t0))
         return self.ctx.sparsity * (1.0 - (1.0 - progress) ** 3)
 
-    def after_step(self, step: int) -> None:
+    def update(self, step: int) -> None:
         done = step + 1
-        if (
-            self.t0 <= done <= self.t_end
-            and (done - self.t0) % self.interval == 0
-            or done == self.t_end
-        ):
+        on_grid = self.t0 <= done <= self.t_end and (done - self.t0) % self.interval == 0
+        if on_grid or done == self.t_end:
             self._prune_at(self.sparsity_at(done), done)
-        self.masks.apply()
 
     def _prune_at(self, sparsity: float, step: int) -> None:
-        counts = self.target_counts if step >= self.t_end else self.counts_at(sparsity)
+        counts = self.counts_at(sparsity)
+        if step >= self.t_end:
+            self.target_counts = counts  # `global`: the split of the final prune is the target
         changed = 0
         for name in self.masks.names:
             k = min(counts[name], self.masks.count(name))  # prune only: masks never regrow
             if k != self.masks.count(name):
-                alive = self.masks.masks[name]
-                score = self.masks.params[name].detach().abs().masked_fill(~alive, -1.0)
-                changed += self.prune_to(name, k, score)
+                changed += self.prune_to(name, k, score=self.magnitude(name))
         self.log["updates"].append(
             {"step": step, "sparsity": round(self.masks.overall_sparsity(), 6), "changed": changed}
         )
 
-    def on_train_end(self) -> None:
-        if any(self.masks.count(n) != self.target_counts[n] for n in self.masks.names):
+    def finish(self) -> None:
+        if self.masks.alive() != sum(self.target_counts.values()) or any(
+            self.masks.count(n) != k for n, k in self.target_counts.items()
+        ):
             self._prune_at(self.ctx.sparsity, self.t_end)
+
+
+@dataclass(frozen=True)
+class OneShotParams(Params):
+    dense_epochs: int = -1  # extra dense epochs before the prune; -1 = as many as the budget
 
 
 @register_method("oneshot")
 class OneShotMagnitude(Method):
     description = "train dense for extra epochs, prune once by magnitude, fine-tune for the budget"
-    defaults: dict[str, Any] = {"dense_epochs": -1}  # -1 = as many dense epochs as the budget
+    reference = "prune-then-fine-tune (Han et al., 2015), one magnitude prune"
+    Params = OneShotParams
+    params: OneShotParams
 
-    def total_epochs(self, budget_epochs: int) -> int:
-        extra = int(self.params["dense_epochs"])
-        self.extra_dense_epochs = budget_epochs if extra < 0 else extra
-        return budget_epochs + self.extra_dense_epochs
+    def extra_epochs(self, budget_epochs: int) -> int:
+        extra = self.params.dense_epochs
+        return budget_epochs if extra < 0 else extra
 
-    def setup(self, model, optimizer, budget, masks, ctx) -> None:
-        super().setup(model, optimizer, budget, masks, ctx)
-        if not hasattr(self, "extra_dense_epochs"):
-            self.total_epochs(budget.epochs)
-        self.prune_step = budget.epoch_to_step(self.extra_dense_epochs)
-        self.log = {"extra_dense_epochs": self.extra_dense_epochs, "prune_step": self.prune_step}
+    def plan(self, budget: Budget) -> Plan:
+        extra = self.extra_epochs(budget.epochs)
+        return Plan(
+            epochs=budget.epochs + extra,
+            points={"extra_dense_epochs": extra, "prune_step": budget.epoch_to_step(extra)},
+        )
 
-    def before_step(self, step: int) -> None:
-        if step >= self.prune_step:
-            self.masks.apply_to_grads()
+    def setup(self, ctx: Context) -> None:
+        super().setup(ctx)
+        dense_epochs = self.params.dense_epochs
+        extra = ctx.budget.epochs // 2 if dense_epochs < 0 else dense_epochs  # of plan.epochs
+        self.prune_step = ctx.budget.epoch_to_step(extra)
+        self.log = {"extra_dense_epochs": extra, "prune_step": self.prune_step}
+        if self.prune_step == 0:
+            self._prune_once()
 
-    def after_step(self, step: int) -> None:
+    def update(self, step: int) -> None:
         if step + 1 == self.prune_step:
             self._prune_once()
-        if step + 1 >= self.prune_step:
-            self.masks.apply()
 
     def _prune_once(self) -> None:
         self.target_counts = self.counts_at(self.ctx.sparsity)  # `global` sees trained weights
         for name in self.masks.names:
             self.prune_to(name, self.target_counts[name])
 
-    def on_train_end(self) -> None:
+    def finish(self) -> None:
         if any(self.masks.count(n) != self.target_counts[n] for n in self.masks.names):
             self._prune_once()

@@ -1,109 +1,152 @@
-"""RigL (Evci et al., 2020): drop the smallest weights, grow where the dense gradient is largest.
+"""RigL (Evci et al., ICML 2020, arXiv 1911.11134): drop the smallest weights, grow where the dense
+gradient is largest. Reference: google-research/rigl, rigl/sparse_optimizers.py (SparseRigLOptimizer)
+and sparse_optimizers_base.py (`_get_update_op`).
 
-Every `delta_t` steps until `t_end`, each layer drops the fraction
-    alpha_t = alpha / 2 * (1 + cos(pi * t / t_end))
-of its active weights with the smallest |w| and grows as many inactive weights with the largest
-dense-gradient magnitude. Autograd already computes dense gradients for masked weights, so the
-gradient is read before it is masked: no second backward pass. Grown weights start at zero with
-zeroed optimizer state; per-layer counts never change.
+Every ΔT steps from step 0 to T_end (both inclusive), each layer drops the fraction
+    alpha_t = alpha / 2 * (1 + cos(pi * t / T_end))
+of its active weights with the smallest |w| and grows as many with the largest dense-gradient
+magnitude among the rest. As in the reference:
+- the update iteration replaces the optimizer step (`tf.cond(is_mask_update_iter, mask_update,
+  apply_gradients)`); it still consumes a batch. RigL's global step does not advance on it, so the
+  reference runs one extra batch per update; gapbench counts it in the run (`replace_step=false`
+  steps and updates in one iteration instead);
+- a weight dropped and regrown in the same update keeps its value and state
+  (`reinit_when_same=False`); newly grown weights start at zero with zeroed optimizer state;
+- dense gradients are read before masking: autograd already computes them, no second backward.
+ΔT is defined in samples: `delta_t` steps at `delta_t_batch` samples per step (RigL's ImageNet runs:
+100 steps at batch 4096), converted to the run's global batch and recorded; `delta_frac` sets it
+as a fraction of the run instead (small data sets).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from baselines.static import draw_random_masks
-from gapbench.budget import Budget
 from gapbench.errors import UserError
-from gapbench.masks import clear_optimizer_state, topk_mask
-from gapbench.method import Method, register_method
+from gapbench.registry import register_method
+from gapbench.sparse.masks import clear_optimizer_state, topk_mask
+from gapbench.sparse.method import Budget, Context, Method, Params, Plan
+
+
+@dataclass(frozen=True)
+class RigLParams(Params):
+    alpha: float = 0.3  # initial drop fraction
+    delta_t: int = 100  # steps between updates at `delta_t_batch` samples per step
+    delta_t_batch: int = 4096  # the global batch delta_t was chosen for (RigL ImageNet)
+    delta_frac: float = 0.0  # if > 0: steps between updates as a fraction of the run
+    t_end: float = 0.75  # fraction of the run after which masks are frozen
+    replace_step: bool = True  # the update iteration takes no optimizer step (reference)
+    reinit_when_same: bool = False  # zero a weight dropped and regrown in one update
+
+    def check(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise UserError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.delta_t < 1 or self.delta_t_batch < 1:
+            raise UserError("delta_t and delta_t_batch must be at least 1")
+        if not 0.0 <= self.delta_frac < 1.0 or not 0.0 < self.t_end <= 1.0:
+            raise UserError("needs 0 <= delta_frac < 1 and 0 < t_end <= 1")
+
+
+class UpdateSchedule:
+    """When RigL-style updates happen and how much they drop (also SET's `variant=rigl`)."""
+
+    def __init__(self, params: RigLParams, budget: Budget):
+        if params.delta_frac > 0:
+            self.delta_t = max(1, budget.fraction_to_step(params.delta_frac))
+        else:
+            samples = params.delta_t * params.delta_t_batch
+            self.delta_t = max(1, round(samples / max(1, budget.samples_per_step)))
+        self.t_end = budget.fraction_to_step(params.t_end)
+        self.alpha = params.alpha
+
+    def is_update(self, step: int) -> bool:
+        return step <= self.t_end and step % self.delta_t == 0
+
+    def drop_fraction(self, step: int) -> float:
+        t = min(step, self.t_end) / max(1, self.t_end)
+        return self.alpha / 2 * (1 + math.cos(math.pi * t))
+
+    def points(self, budget: Budget) -> dict[str, int | float]:
+        return {
+            "delta_t_steps": self.delta_t,
+            "delta_t_samples": self.delta_t * budget.samples_per_step,
+            "t_end_step": self.t_end,
+            "alpha": self.alpha,
+        }
+
+
+def drop_and_grow(
+    method: Method, name: str, fraction: float, grow_score: torch.Tensor, reinit_when_same: bool
+) -> int:
+    """Drop `fraction` of the active weights of `name` with the smallest |w|, grow as many of the
+    rest with the highest `grow_score`. Returns how many weights are new. Counts are unchanged."""
+    masks = method.masks
+    old = masks.masks[name]
+    alive = masks.count(name)
+    k = int(fraction * alive)
+    if k == 0 or alive == old.numel():
+        return 0
+    kept = topk_mask(method.magnitude(name), alive - k)
+    grown = topk_mask(grow_score.float().masked_fill(kept, -math.inf), k)
+    new = kept | grown
+    fresh = grown  # with reinit_when_same, a weight dropped and regrown restarts too
+    masks.set_mask(name, new, method.ctx.optimizer)  # zeroes dropped weights, clears changed state
+    if reinit_when_same:
+        with torch.no_grad():
+            masks.params[name].masked_fill_(fresh, 0.0)
+        clear_optimizer_state(method.ctx.optimizer, masks.params[name], fresh)
+    return int((grown & ~old).sum())
 
 
 @register_method("rigl")
 class RigL(Method):
     description = "RigL: magnitude drop, dense-gradient grow, cosine-decayed update fraction"
-    defaults = {
-        "alpha": 0.3,  # initial drop fraction
-        "delta_t": 100,  # steps between updates (used when delta_frac is 0)
-        "delta_frac": 0.0,  # steps between updates as a fraction of the run (small data sets)
-        "t_end": 0.75,  # fraction of the run after which masks are frozen
-    }
+    reference = "Evci et al., ICML 2020; google-research/rigl rigl/sparse_optimizers.py"
+    Params = RigLParams
+    params: RigLParams
+    # RigL has no global magnitude option: drop and grow are per layer at fixed layer counts.
+    distributions = ("uniform", "erk")
 
-    def setup(self, model, optimizer, budget, masks, ctx) -> None:
-        super().setup(model, optimizer, budget, masks, ctx)
-        draw_random_masks(self)
-        self.delta_t = self.update_interval(budget)
-        self.t_end = budget.fraction_to_step(float(self.params["t_end"]))
-        if self.delta_t < 1 or not 0.0 <= float(self.params["alpha"]) <= 1.0:
-            raise UserError(
-                f"{self.name}: needs delta_t >= 1 step (or delta_frac > 0) and 0 <= alpha <= 1, "
-                f"got delta_t={self.delta_t}, alpha={self.params['alpha']}"
-            )
-        self._scores: dict[str, torch.Tensor] = {}
-        self.log = {
-            "delta_t_steps": self.delta_t,
-            "t_end_step": self.t_end,
-            "alpha": float(self.params["alpha"]),
-            "updates": [],  # step, drop fraction, mask turnover
+    def plan(self, budget: Budget) -> Plan:
+        schedule = UpdateSchedule(self.params, budget)
+        replaces = schedule.is_update if self.params.replace_step else None
+        return Plan(
+            epochs=budget.epochs,
+            dense_grad=schedule.is_update,
+            replaces_step=replaces or (lambda step: False),
+            points=schedule.points(budget),
+        )
+
+    def setup(self, ctx: Context) -> None:
+        super().setup(ctx)
+        self.draw_random_masks()
+        self.schedule = UpdateSchedule(self.params, ctx.budget)
+        self.scores: dict[str, torch.Tensor] = {}
+        self.log = {**self.schedule.points(ctx.budget), "updates": []}
+
+    def read_gradients(self, step: int) -> None:
+        grads = {n: self.masks.params[n].grad for n in self.masks.names}
+        self.scores = {
+            n: torch.zeros_like(self.masks.params[n]) if g is None else g.detach().abs()
+            for n, g in grads.items()
         }
 
-    # ---- schedule ----------------------------------------------------------------------------
-    def update_interval(self, budget: Budget) -> int:
-        """ΔT in steps: `delta_frac` of the run when set (small data sets), else `delta_t`."""
-        frac = float(self.params["delta_frac"])
-        return max(1, budget.fraction_to_step(frac)) if frac > 0 else int(self.params["delta_t"])
-
-    def is_update_step(self, step: int) -> bool:
-        return step > 0 and step % self.delta_t == 0 and step < self.t_end
-
-    def drop_fraction(self, step: int) -> float:
-        t_end = max(1, self.t_end)
-        return float(self.params["alpha"]) / 2 * (1 + math.cos(math.pi * step / t_end))
-
-    def dense_grad_step(self, step: int) -> bool:
-        return self.is_update_step(step)
-
-    # ---- hooks -------------------------------------------------------------------------------
-    def before_step(self, step: int) -> None:
-        if self.is_update_step(step):
-            self._scores = {n: self.grow_score(n, step) for n in self.masks.names}
-        self.masks.apply_to_grads()
-
-    def after_step(self, step: int) -> None:
-        if self._scores:
-            self._update(step)
-            self._scores = {}
-        self.masks.apply()
-
-    def grow_score(self, name: str, step: int) -> torch.Tensor:
-        """RigL grows where the dense gradient is largest (read before masking)."""
-        grad = self.masks.params[name].grad
-        return torch.zeros_like(self.masks.params[name]) if grad is None else grad.detach().abs()
-
-    def _update(self, step: int) -> None:
-        fraction = self.drop_fraction(step)
-        changed = alive = 0
-        for name in self.masks.names:
-            old = self.masks.masks[name]
-            n_alive = int(old.sum())
-            k = int(fraction * n_alive)
-            alive += n_alive
-            if k == 0 or n_alive == old.numel():
-                continue
-            w = self.masks.params[name].detach().abs()
-            # Drop: the k smallest |w| among the active weights.
-            kept = topk_mask(w.masked_fill(~old, -1.0), n_alive - k)
-            # Grow: the k best scores among weights not kept (a just-dropped weight may return).
-            score = self._scores[name].float().masked_fill(kept, -math.inf)
-            grown = topk_mask(score, k)
-            new = kept | grown
-            changed += int((new & ~old).sum())
-            self.masks.set_mask(name, new, self.optimizer)
-            with torch.no_grad():  # grown weights start at exactly zero with fresh state
-                self.masks.params[name].masked_fill_(grown, 0.0)
-            clear_optimizer_state(self.optimizer, self.masks.params[name], grown)
+    def update(self, step: int) -> None:
+        if not self.scores:
+            return
+        fraction = self.schedule.drop_fraction(step)
+        fresh = sum(
+            drop_and_grow(self, n, fraction, self.scores[n], self.params.reinit_when_same)
+            for n in self.masks.names
+        )
+        self.scores = {}
         self.log["updates"].append(
-            {"step": step, "drop_fraction": round(fraction, 6), "turnover": changed / max(1, alive)}
+            {
+                "step": step,
+                "drop_fraction": round(fraction, 6),
+                "turnover": fresh / self.masks.alive(),
+            }
         )

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.utils import prune
 from torchvision.models import resnet50
 
-from gapbench.masks import MaskSet, random_masks
+from gapbench.sparse.masks import MaskSet, random_masks
 
 
 def prunable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -1,17 +1,22 @@
-"""Command line: `python -m gapbench run|leaderboard|methods|tasks`."""
+"""Command line: `python -m gapbench run|leaderboard|methods|tasks`.
+
+User mistakes (unknown task or method, bad parameters, missing data, an unavailable device) are
+one line on stderr and exit code 2, found before any training starts.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from gapbench.distribution import DISTRIBUTIONS
 from gapbench.errors import UserError
 
 DEFAULT_METHODS = "dense,magnitude,gap"
+DEFAULT_OUT = "results/runs"
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -19,25 +24,19 @@ def _split(values: list[str] | None) -> list[str]:
     return [v for item in values or [] for v in item.split(",") if v]
 
 
-def _floats(values: list[str], what: str) -> list[float]:
+def _numbers(values: list[str], cast: type, what: str) -> list[Any]:
     try:
-        return [float(v) for v in _split(values)]
+        return [cast(v) for v in _split(values)]
     except ValueError as exc:
-        raise UserError(f"{what} must be numbers, got {values}") from exc
+        kind = "numbers" if cast is float else "integers"
+        raise UserError(f"{what} must be {kind}, got {values}") from exc
 
 
-def _ints(values: list[str], what: str) -> list[int]:
-    try:
-        return [int(v) for v in _split(values)]
-    except ValueError as exc:
-        raise UserError(f"{what} must be integers, got {values}") from exc
+def parse_method_args(items: list[str]) -> dict[str, dict[str, Any]]:
+    """`name.key=value` strings -> {name: {key: typed value}}, typed by the method's Params."""
+    from gapbench.registry import get_method_class
 
-
-def parse_method_args(items: list[str], methods: list[str]) -> dict[str, dict[str, Any]]:
-    """`name.key=value` strings -> {name: {key: typed value}}, typed by the method's defaults."""
-    from gapbench.method import get_method_class, parse_value
-
-    out: dict[str, dict[str, Any]] = {m: {} for m in methods}
+    out: dict[str, dict[str, Any]] = {}
     for item in items:
         if "=" not in item or "." not in item.split("=", 1)[0]:
             raise UserError(
@@ -46,91 +45,65 @@ def parse_method_args(items: list[str], methods: list[str]) -> dict[str, dict[st
         lhs, raw = item.split("=", 1)
         name, key = lhs.split(".", 1)
         cls = get_method_class(name)
-        if key not in cls.defaults:
-            raise UserError(
-                f"method {name!r} has no parameter {key!r}; it takes: {', '.join(sorted(cls.defaults)) or 'none'}"
-            )
         try:
-            out.setdefault(name, {})[key] = parse_value(raw, cls.defaults[key])
-        except ValueError as exc:
-            raise UserError(f"--method-arg {item!r}: {exc}") from exc
+            out.setdefault(name, {})[key] = cls.Params.parse(key, raw)
+        except UserError as exc:
+            raise UserError(f"--method-arg {item!r}: method {name!r} {exc}") from exc
     return out
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from gapbench.leaderboard import task_markdown, write_leaderboard
-    from gapbench.method import get_method_class, load_plugin
-    from gapbench.results import find_record, run_id
-    from gapbench.task import get_task
-    from gapbench.train import RunConfig, Trainer
+    from gapbench.registry import load_plugin
+    from gapbench.report.leaderboard import task_markdown, write_leaderboard
+    from gapbench.report.records import find_record
+    from gapbench.runner import ExecOptions, execute
+    from gapbench.runspec import GridRequest, resolve_grid
 
     for plugin in _split(args.plugin):
         load_plugin(plugin)
-    task = get_task(args.task)
-    if args.profile not in task.profiles:
-        raise UserError(
-            f"task {args.task!r} has no profile {args.profile!r}; choose one of {', '.join(task.profiles)}"
-        )
-    methods = _split([args.methods])
-    classes = {m: get_method_class(m) for m in methods}
-    sparsities = _floats(args.sparsity, "--sparsity")
-    for s in sparsities:
-        if not 0.0 <= s < 1.0:
-            raise UserError(f"sparsity {s} is outside [0, 1); pass e.g. --sparsity 0.9")
-    distributions = _split(args.distribution)
-    for d in distributions:
-        if d not in DISTRIBUTIONS:
-            raise UserError(f"unknown distribution {d!r}; choose one of {', '.join(DISTRIBUTIONS)}")
-    seeds = _ints(args.seeds, "--seeds")
-    if args.data_root is not None and not Path(args.data_root).exists():
-        raise UserError(
-            f"--data-root {args.data_root} does not exist; point it at the data set folder"
-        )
-    for name, value in (
-        ("--epochs", args.epochs),
-        ("--batch-size", args.batch_size),
-        ("--max-steps", args.max_steps),
-    ):
-        if value is not None and value < 1:
-            raise UserError(f"{name} must be at least 1, got {value}")
-    method_args = parse_method_args(args.method_arg or [], methods)
-    out = Path(args.out)
+    request = GridRequest(
+        task=args.task,
+        methods=_split([args.methods]),
+        sparsities=_numbers(args.sparsity, float, "--sparsity"),
+        distributions=_split(args.distribution),
+        seeds=_numbers(args.seeds, int, "--seeds"),
+        profile=args.profile,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        dense_layers=args.dense_layers,
+        method_args=parse_method_args(args.method_arg or []),
+        data_root=args.data_root,
+        max_steps=args.max_steps,
+        precision=args.precision,
+    )
+    specs = resolve_grid(request)
+    from gapbench.engine.distributed import resolve_device
 
-    configs = []
-    for seed in seeds:
-        for method in methods:
-            sparse = classes[method].sparse
-            for sparsity in sparsities if sparse else [0.0]:
-                for dist in distributions if sparse else ["dense"]:
-                    cfg = RunConfig(
-                        task=args.task,
-                        method=method,
-                        sparsity=sparsity,
-                        distribution=dist,
-                        seed=seed,
-                        profile=args.profile,
-                        epochs=args.epochs,
-                        batch_size=args.batch_size,
-                        data_root=args.data_root,
-                        max_steps=args.max_steps,
-                        method_params=method_args.get(method, {}),
-                        device=args.device,
-                        out=str(out),
-                    )
-                    if cfg not in configs:
-                        configs.append(cfg)
-    for i, cfg in enumerate(configs, 1):
-        label = f"[{i}/{len(configs)}] {cfg.task} {cfg.method} sparsity={cfg.sparsity} {cfg.distribution} seed={cfg.seed}"
-        existing = find_record(out, run_id(cfg.identity()))
-        if existing and existing.get("status") == "complete" and not args.force:
-            print(f"{label}: reusing {existing['run_id']} (use --force to rerun)", flush=True)
+    resolve_device(args.device)  # an unavailable device fails before the first run
+    if args.accumulate is not None and args.accumulate < 1:
+        raise UserError(f"--accumulate must be at least 1, got {args.accumulate}")
+    out = Path(args.out)
+    options = ExecOptions(
+        out=out,
+        device=args.device,
+        resume=args.resume,
+        workers=args.workers,
+        accumulate=args.accumulate,
+        channels_last=args.channels_last,
+        compile=args.compile,
+    )
+    for i, spec in enumerate(specs, 1):
+        label = f"[{i}/{len(specs)}] {spec.label()}"
+        existing = find_record(out, spec.run_id)
+        if existing and existing.status == "complete" and not args.force:
+            print(f"{label}: reusing {existing.run_id} (use --force to rerun)", flush=True)
             continue
         print(f"{label}: training", flush=True)
-        record = Trainer(cfg).run(resume=args.resume)
-        metric = record["metric"]
+        record = execute(spec, options)
         print(
-            f"{label}: {metric}={record['metrics'][metric]:.3f} sparsity={record['measured_sparsity']:.4f} "
-            f"({record['wall_time_s']:.0f}s) -> {record['_path']}",
+            f"{label}: {record.metric}={record.metrics.get(record.metric, float('nan')):.3f} "
+            f"sparsity={record.measured_sparsity:.4f} ({record.wall_time_s:.0f}s) "
+            f"-> {out / 'records' / record.file_name}",
             flush=True,
         )
     if os.environ.get("RANK", "0") != "0":
@@ -143,12 +116,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from gapbench.leaderboard import to_markdown, write_leaderboard
+    from gapbench.report.leaderboard import to_markdown, write_leaderboard
+    from gapbench.report.records import records_dir
 
     out = Path(args.out)
-    if not (out / "runs").is_dir():
+    if not records_dir(out).is_dir():
         raise UserError(
-            f"no run records under {out / 'runs'}; run `python -m gapbench run --task ...` first"
+            f"no run records under {records_dir(out)}; run `python -m gapbench run --task ...` first"
         )
     table = write_leaderboard(out)
     print(to_markdown(table))
@@ -157,27 +131,31 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    from gapbench.method import METHODS, discover_methods, load_plugin
+    from gapbench.registry import all_methods, load_plugin
 
     for plugin in _split(args.plugin):
         load_plugin(plugin)
-    discover_methods()
-    for name in sorted(METHODS):
-        cls = METHODS[name]
+    for name, cls in all_methods().items():
         print(f"{name}: {cls.description}")
-        for key, value in cls.defaults.items():
-            print(f"    {name}.{key} = {value!r}")
+        if cls.reference:
+            print(f"    reference: {cls.reference}")
+        defaults = cls.Params()
+        for f in fields(cls.Params):
+            print(f"    {name}.{f.name} = {getattr(defaults, f.name)!r}")
     return 0
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    import tasks  # noqa: F401
-    from gapbench.task import TASKS
+    from gapbench.registry import all_tasks
 
-    for name in sorted(TASKS):
-        cls = TASKS[name]
+    for name, cls in all_tasks().items():
         print(f"{name}: {cls.description}")
         print(f"    profiles: {', '.join(cls.profiles)}; metrics: {', '.join(cls.metrics)}")
+        for profile in cls.profiles.values():
+            print(
+                f"    {profile.name}: {profile.dataset}; {profile.epochs} epochs, "
+                f"batch {profile.batch_size} {profile.batch_unit}"
+            )
     return 0
 
 
@@ -200,22 +178,34 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--epochs", type=int, default=None, help="budget in epochs (default: profile's)"
     )
-    run.add_argument("--batch-size", type=int, default=None)
+    run.add_argument(
+        "--batch-size", type=int, default=None, help="global batch (default: profile's)"
+    )
+    run.add_argument(
+        "--dense-layers", default=None, help="first, last, first,last or none (default: profile's)"
+    )
     run.add_argument(
         "--max-steps", type=int, default=None, help="stop after N optimizer steps (smoke runs)"
     )
-    run.add_argument("--out", default="results", help="where runs/ and the leaderboard go")
+    run.add_argument(
+        "--out", default=DEFAULT_OUT, help=f"records and leaderboard (default {DEFAULT_OUT})"
+    )
     run.add_argument(
         "--resume", action="store_true", help="continue interrupted runs from checkpoints"
     )
     run.add_argument("--force", action="store_true", help="rerun even if a complete record exists")
-    run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    run.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1")
+    run.add_argument("--precision", default="fp32", help="fp32, bf16 or fp16 (autocast)")
+    run.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
+    run.add_argument("--accumulate", type=int, default=None, help="gradient accumulation steps")
+    run.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    run.add_argument("--compile", action="store_true", help="torch.compile the model")
     run.add_argument("--plugin", action="append", help="a .py file or module defining a method")
     run.add_argument("--method-arg", action="append", help="method.key=value, e.g. gap.rounds=2")
     run.set_defaults(func=cmd_run)
 
-    board = sub.add_parser("leaderboard", help="write leaderboard.csv/.md from the run records")
-    board.add_argument("--out", default="results")
+    board = sub.add_parser("leaderboard", help="write leaderboard.csv/.md and plots from records")
+    board.add_argument("--out", default=DEFAULT_OUT)
     board.set_defaults(func=cmd_leaderboard)
 
     methods = sub.add_parser("methods", help="list methods with their parameters")

@@ -1,117 +1,226 @@
-"""The task contract: a task brings a model, data, a loss and a metric; it never touches masks.
+"""The task contract: a Profile table (data) + a Workload (model, loaders, loss, metric).
 
-A task module registers a subclass of `Task` with `@register_task("name")`. The Trainer calls
-`Task.setup(...)` once per run and drives everything through the returned `TaskSetup`.
+A task never touches masks. Its sparsity policy is data in the profile (module prefixes it keeps
+dense, the default end layers kept dense, GaP partitions by module prefix); the core turns it into
+prunable tensors (gapbench/sparse/selection.py) and partitions (gapbench/sparse/partition.py).
+Adding a task means writing a model, a data loader and a profile table.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from gapbench.errors import UserError
 
 
-@dataclass
-class TaskSetup:
-    """Everything the Trainer needs for one run of one task profile.
+@dataclass(frozen=True)
+class OptimizerRecipe:
+    """The optimiser of a profile. With `reference_batch` set, the LR scales linearly with the
+    global batch (lr * batch / reference_batch, e.g. ImageNet's 0.1 per 256)."""
 
-    Loaders are re-iterable (one pass = one epoch). They must not own a torch.Generator: the Trainer
-    seeds the global torch/numpy/random generators at the start of every epoch, which makes
-    shuffling and augmentation deterministic and resumable. Use num_workers=0 on the tiny profile.
+    name: Literal["sgd", "adam", "adamw"]
+    lr: float
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    reference_batch: int | None = None
+
+    def peak_lr(self, global_batch: int) -> float:
+        if self.reference_batch:
+            return self.lr * global_batch / self.reference_batch
+        return self.lr
+
+    def build(self, params: Iterable[Any], global_batch: int) -> torch.optim.Optimizer:
+        lr = self.peak_lr(global_batch)
+        if self.name == "sgd":
+            return torch.optim.SGD(
+                params,
+                lr=lr,
+                momentum=self.momentum,
+                nesterov=self.nesterov,
+                weight_decay=self.weight_decay,
+            )
+        cls = torch.optim.Adam if self.name == "adam" else torch.optim.AdamW
+        return cls(params, lr=lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay)
+
+
+@dataclass(frozen=True)
+class LrSchedule:
+    """Warm-up then cosine decay, inverse square root (Transformer) or constant."""
+
+    kind: Literal["cosine", "inverse_sqrt", "constant"] = "cosine"
+    warmup_epochs: float = 0.0
+    warmup_steps: int = 0  # the larger of the two warm-ups wins
+
+    def warmup(self, steps_per_epoch: int) -> int:
+        return max(self.warmup_steps, int(round(self.warmup_epochs * steps_per_epoch)))
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything a profile decides, as data.
+
+    `batch_size` is the global batch per optimizer step (samples, or tokens for translation). When
+    `device_batch` is set, each device takes that many and gradients accumulate over
+    batch_size / (device_batch x ranks) micro-batches, so the recipe holds on any device count.
+    `method_defaults` maps a method name (or "name[key=value]", applied when that parameter has
+    that value, e.g. "gap[mode=parallel]") to parameter defaults for this profile.
+    `dense_layers` ("first", "first,last", "none") may depend on the distribution: give a dict.
     """
 
+    name: str
+    epochs: int
+    batch_size: int
+    optimizer: OptimizerRecipe
+    lr_schedule: LrSchedule
+    dataset: str
+    device_batch: int | None = None
+    grad_clip: float | None = None
+    dense_layers: str | dict[str, str] = "first"
+    exclude: tuple[str, ...] = ()
+    partitions: dict[int, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
+    method_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    needs_data_root: bool = False
+    batch_unit: str = "samples"
+    options: dict[str, Any] = field(default_factory=dict)  # task-specific (widths, points, ...)
+
+    def dense_layers_for(self, distribution: str) -> str:
+        if isinstance(self.dense_layers, dict):
+            return self.dense_layers.get(distribution, self.dense_layers.get("default", "first"))
+        return self.dense_layers
+
+    def defaults_for(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """This profile's defaults for `method`, given the parameters chosen so far."""
+        out = dict(self.method_defaults.get(method, {}))
+        for key, values in self.method_defaults.items():
+            if key.startswith(f"{method}[") and key.endswith("]"):
+                cond_key, _, cond_value = key[len(method) + 1 : -1].partition("=")
+                current = {**out, **params}.get(cond_key)
+                if str(current) == cond_value:
+                    out.update(values)
+        return out
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What the engine asks of a task: data location, seed, and this rank's share of the batch."""
+
+    data_root: Path | None
+    cache_dir: Path
+    seed: int
+    device: torch.device
+    batch_size: int  # per device and micro-batch
+    rank: int = 0
+    world: int = 1
+    workers: int = 0
+
+
+@dataclass
+class Workload:
+    """A built task: model, loaders, loss, evaluation and one example batch for FLOPs."""
+
     model: nn.Module
-    train_loader: Iterable[Any]
+    train_loader: Iterable[Any]  # yields this rank's batches of one epoch
     val_loader: Iterable[Any]
     test_loader: Iterable[Any]
-    # loss(model, batch) -> scalar tensor; the batch is already on the device.
-    loss: Callable[[nn.Module, Any], torch.Tensor]
-    # evaluate(model, loader) -> {"metric": value, ...}; the model is put in eval mode by the caller.
-    evaluate: Callable[[nn.Module, Iterable[Any]], dict[str, float]]
-    # make_optimizer(param_groups) -> optimizer; param_groups as accepted by torch.optim.
-    make_optimizer: Callable[[Any], torch.optim.Optimizer]
-    epochs: int  # default budget in epochs for this profile
-    metric: str  # primary metric key in evaluate()'s dict; higher is better
-    dataset: str  # human-readable data set name, recorded (e.g. "sklearn digits")
-    prunable: list[str]  # parameter names (model.named_parameters()) that may be masked
-    # Sparsity policy in words/flags, recorded with each result, e.g. {"first_conv": "dense"}.
-    policy: dict[str, Any] = field(default_factory=dict)
-    # Task-preferred GaP partitions: {kappa: [[param names], ...]}; every prunable name exactly once.
-    partitions: dict[int, list[list[str]]] = field(default_factory=dict)
-    # Default GaP schedule for this profile: {"partitions", "rounds", "epochs_per_step", "finetune"}
-    # with rounds * partitions * epochs_per_step + finetune == epochs.
-    gap_defaults: dict[str, Any] = field(default_factory=dict)
-    # Other methods' profile defaults, e.g. {"rigl": {"delta_t": 20}} for a small data set.
-    method_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
-    lr_schedule: str = "cosine"  # "cosine" (with linear warm-up) | "inverse_sqrt" | "constant"
-    warmup_epochs: float = 0.0  # or use warmup_steps; the larger of the two wins
-    warmup_steps: int = 0
-    to_device: Callable[[Any, torch.device], Any] = lambda batch, device: _move(batch, device)
-    # One small batch (already on the device by the Trainer via to_device) whose forward is used to
-    # measure dense FLOPs per layer and to recalibrate batch-norm statistics.
-    flops_batch: Any = None
-    # forward(model, batch) used for FLOPs measurement and BN recalibration (no loss needed).
-    forward: Callable[[nn.Module, Any], Any] | None = None
-    # Number of samples in flops_batch, to report FLOPs per sample.
-    flops_batch_size: int = 1
-    grad_clip: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # recorded as-is (e.g. vocab size)
+    loss: Callable[[nn.Module, Any], torch.Tensor]  # loss(model, batch on device)
+    evaluate: Callable[[nn.Module, Iterable[Any]], dict[str, float]]  # model in eval mode
+    forward: Callable[[nn.Module, Any], Any]  # forward only (FLOPs probe, BN recalibration)
+    example_batch: Any  # a small batch for the FLOPs probe
+    example_samples: int = 1  # samples in example_batch (FLOPs are reported per sample)
+    dataset: str = ""  # overrides the profile's data set description (e.g. with the path)
+    samples: Callable[[Any], int] | None = None  # samples in a batch; default: leading dim
+    to_device: Callable[[Any, torch.device], Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # recorded as-is
 
 
-def _move(batch: Any, device: torch.device) -> Any:
+def move_to_device(batch: Any, device: torch.device) -> Any:
+    """Tensors (inside lists, tuples and dicts) to `device`."""
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
     if isinstance(batch, dict):
-        return {k: _move(v, device) for k, v in batch.items()}
+        return {k: move_to_device(v, device) for k, v in batch.items()}
     if isinstance(batch, list | tuple):
-        return type(batch)(_move(v, device) for v in batch)
+        return type(batch)(move_to_device(v, device) for v in batch)
     return batch
 
 
-class Task(ABC):
-    """Base class of every task. Subclasses set `name`, `profiles`, `metrics` and implement setup."""
+class DeviceLoader:
+    """A loader whose batches arrive on `device`; other attributes (dataset, references) pass
+    through, so `evaluate` functions can read them."""
+
+    def __init__(
+        self, loader: Iterable[Any], device: torch.device, move: Callable[[Any, torch.device], Any]
+    ):
+        self.loader, self.device, self.move = loader, device, move
+
+    def __iter__(self):
+        for batch in self.loader:
+            yield self.move(batch, self.device)
+
+    def __len__(self) -> int:
+        return len(self.loader)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)
+
+
+class Task:
+    """Base class of every task: `profiles` as data, `build` makes the Workload."""
 
     name: ClassVar[str] = ""
-    profiles: ClassVar[tuple[str, ...]] = ("tiny", "paper")
     description: ClassVar[str] = ""
-    metrics: ClassVar[tuple[str, ...]] = ()  # all metric keys evaluate() returns, primary first
+    metrics: ClassVar[tuple[str, ...]] = ()  # every key evaluate() returns, primary first
+    profiles: ClassVar[dict[str, Profile]] = {}
 
-    @abstractmethod
-    def setup(
-        self,
-        profile: str,
-        data_root: Path | None,
-        seed: int,
-        device: torch.device,
-        batch_size: int | None = None,
-        cache_dir: Path | None = None,
-    ) -> TaskSetup:
-        """Build model and data. data_root None means the embedded default (tiny) data set,
-        generated deterministically into cache_dir on first use. Raise UserError on bad data."""
+    def profile(self, name: str) -> Profile:
+        if name not in self.profiles:
+            raise UserError(
+                f"task {self.name!r} has no profile {name!r}; choose one of {', '.join(self.profiles)}"
+            )
+        return self.profiles[name]
 
-
-TASKS: dict[str, type[Task]] = {}
+    def build(self, profile: Profile, request: BuildRequest) -> Workload:
+        """Build model and data. data_root None means the embedded default data set, generated
+        deterministically into request.cache_dir on first use. Raise UserError on bad data."""
+        raise NotImplementedError
 
 
-def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
-    def deco(cls: type[Task]) -> type[Task]:
-        cls.name = name
-        TASKS[name] = cls
-        return cls
-
-    return deco
-
-
-def get_task(name: str) -> Task:
-    import tasks  # noqa: F401  (registers the built-in tasks)
-
-    if name not in TASKS:
-        raise UserError(f"unknown task {name!r}; choose one of: {', '.join(sorted(TASKS))}")
-    return TASKS[name]()
+def make_loader(
+    dataset: Dataset,
+    request: BuildRequest,
+    shuffle: bool,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+    batch_size: int | None = None,
+    shard: bool = True,
+    drop_last: bool = False,
+) -> DataLoader:
+    """A DataLoader for this rank: under data parallelism a DistributedSampler gives each rank its
+    own share (and the Trainer calls set_epoch), so no rank reads another rank's samples."""
+    sampler = None
+    if shard and request.world > 1:
+        sampler = DistributedSampler(
+            dataset, request.world, request.rank, shuffle=shuffle, seed=request.seed
+        )
+        shuffle = False
+    workers = request.workers
+    return DataLoader(
+        dataset,
+        batch_size=batch_size or request.batch_size,
+        shuffle=shuffle,
+        sampler=sampler,
+        collate_fn=collate_fn,
+        num_workers=workers,
+        pin_memory=request.device.type == "cuda",
+        persistent_workers=workers > 0,
+        drop_last=drop_last,
+    )

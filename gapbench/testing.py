@@ -1,14 +1,16 @@
-"""Conformance check: run any method — built-in or a user's — through the Trainer's hook sequence
-on a small model and verify the promises every method must keep.
+"""Conformance check: run any method — built-in or a user's — through the same StepLoop the Trainer
+runs (LR clock, dense-gradient reads, gradient masking, clipping, replaced steps) on a small model,
+and verify the promises every method must keep.
 
     from gapbench.testing import check_method
     report = check_method("mymethod", params={"k": 1})   # raises ConformanceError on a violation
 
 Checked: (1) weights outside the mask and their optimizer state are exactly zero after every step;
 (2) every tensor is at exactly its target count or fully dense after every step (gradual methods:
-counts only shrink), and at exactly the target after training; (3) the same seed gives identical
-weights and masks; (4) a state_dict round trip through torch.save/torch.load (weights_only) in the
-middle of training resumes identically.
+counts only shrink, never below the final total), and the final counts are exact: per layer as the
+method's target, in total round((1 - s) * N); (3) the same seed gives identical weights and masks;
+(4) a state_dict round trip through torch.save/torch.load(weights_only=True) in the middle of
+training resumes identically.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from gapbench.budget import Budget
-from gapbench.masks import MaskSet
-from gapbench.method import Method, MethodContext, get_method_class
-from gapbench.train import seed_everything
+from gapbench.engine.loop import StepLoop
+from gapbench.engine.trainer import seed_everything
+from gapbench.registry import get_method_class
+from gapbench.sparse.distribution import total_keep
+from gapbench.sparse.masks import MaskSet
+from gapbench.sparse.method import Budget, Context, Method
 
 
 class ConformanceError(AssertionError):
@@ -59,13 +63,27 @@ class SmallNet(nn.Module):
 
 
 PRUNABLE = ["conv1.weight", "conv2.weight", "fc1.weight", "fc2.weight"]
+BATCH = 8
 
 
-class _Run:
-    """One model + optimizer + method, driven exactly like gapbench.train.Trainer drives them."""
+def _loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    x, y = batch
+    return nn.functional.cross_entropy(model(x), y)
+
+
+class Harness:
+    """One model + optimizer + method, driven by gapbench's StepLoop as the Trainer drives it."""
 
     def __init__(
-        self, method_cls, params, sparsity, distribution, seed, epochs, steps_per_epoch, optimizer
+        self,
+        method_cls: type[Method],
+        params: dict[str, Any],
+        sparsity: float,
+        distribution: str,
+        seed: int,
+        epochs: int,
+        steps_per_epoch: int,
+        optimizer: str,
     ):
         torch.manual_seed(seed)
         self.model = SmallNet()
@@ -77,77 +95,84 @@ class _Run:
             )
         self.masks = MaskSet(self.model, PRUNABLE)
         self.method: Method = method_cls(**params)
-        self.epochs = self.method.total_epochs(epochs)
-        self.steps_per_epoch = steps_per_epoch
-        self.seed = seed
-        ctx = MethodContext(
+        self.seed, self.steps_per_epoch = seed, steps_per_epoch
+        comparison = Budget(epochs, steps_per_epoch, BATCH)
+        self.plan = self.method.plan(comparison)
+        self.epochs = self.plan.epochs
+        budget = Budget(self.epochs, steps_per_epoch, BATCH)
+        ctx = Context(
+            model=self.model,
+            optimizer=self.opt,
+            masks=self.masks,
+            budget=budget,
             sparsity=sparsity,
             distribution=distribution,
             seed=seed,
             forward_order=PRUNABLE,
             recalibrate_bn=self._recalibrate,
         )
-        self.method.setup(
-            self.model, self.opt, Budget(self.epochs, steps_per_epoch), self.masks, ctx
+        self.method.setup(ctx)
+        self.loop = StepLoop(
+            self.model,
+            self.opt,
+            self.masks,
+            self.method,
+            self.plan,
+            _loss,
+            total_steps=budget.total_steps,
+            lr_kind="cosine",
+            warmup=2,
+            grad_clip=5.0,
         )
-        self.step = 0
 
-    def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        gen = torch.Generator().manual_seed(self.seed * 7919 + step)
-        return torch.randn(8, 3, 8, 8, generator=gen), torch.randint(0, 4, (8,), generator=gen)
+    def _batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        gen = torch.Generator().manual_seed(self.seed * 7919 + index)
+        return torch.randn(BATCH, 3, 8, 8, generator=gen), torch.randint(
+            0, 4, (BATCH,), generator=gen
+        )
 
-    def _recalibrate(self, model: nn.Module) -> None:
+    def _recalibrate(self, batches: int) -> None:
         with torch.no_grad():
-            for i in range(3):
-                model(self._batch(10_000 + i)[0])
+            for i in range(min(batches, 3)):
+                self.model(self._batch(10_000 + i)[0])
 
     def train_epochs(self, start: int, stop: int, on_step=None) -> None:
         for epoch in range(start, stop):
             seed_everything(self.seed * 100_003 + epoch)  # as the Trainer does at every epoch
-            self.model.train()
-            self.method.on_epoch_start(epoch)
-            for _ in range(self.steps_per_epoch):
-                x, y = self._batch(self.step)
-                self.opt.zero_grad(set_to_none=True)
-                nn.functional.cross_entropy(self.model(x), y).backward()
-                self.method.before_step(self.step)
-                self.opt.step()
-                self.method.after_step(self.step)
-                self.step += 1
-                if on_step:
-                    on_step(self)
-            self.method.on_epoch_end(epoch)
+            first = epoch * self.steps_per_epoch
+            batches = (self._batch(first + i) for i in range(self.steps_per_epoch))
+            self.loop.run_epoch(
+                epoch, batches, on_step=(lambda: on_step(self)) if on_step else None
+            )
 
     def finish(self) -> None:
-        self.method.on_train_end()
-        if self.method.sparse:
-            self.masks.apply()
+        self.method.finish()
 
     def state(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
             "method": self.method.state_dict(),
-            "step": self.step,
+            "step": self.loop.step,
         }
 
     def load(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.method.load_state_dict(state["method"])
-        self.step = state["step"]
+        self.loop.step = state["step"]
 
 
-def _check_step(run: _Run, previous: dict[str, int]) -> None:
+def _check_step(run: Harness, previous: dict[str, int], final_total: int) -> None:
     m = run.method
+    if not m.sparse:
+        return
     for name in run.masks.names:
         mask = run.masks.masks[name]
         param = run.masks.params[name]
-        if not m.sparse:
-            continue
         if torch.any(param.detach()[~mask] != 0):
             raise ConformanceError(
-                f"{m.name}: step {run.step}: pruned weights of {name} are not zero"
+                f"{m.name}: step {run.loop.step}: pruned weights of {name} are not zero"
             )
         for key, value in run.opt.state.get(param, {}).items():
             if (
@@ -156,21 +181,29 @@ def _check_step(run: _Run, previous: dict[str, int]) -> None:
                 and torch.any(value[~mask] != 0)
             ):
                 raise ConformanceError(
-                    f"{m.name}: step {run.step}: optimizer state {key!r} of pruned entries of {name} is not zero"
+                    f"{m.name}: step {run.loop.step}: optimizer state {key!r} of pruned entries of {name} is not zero"
                 )
         count, target, numel = int(mask.sum()), m.target_counts[name], mask.numel()
+        if count != run.masks.count(name):
+            raise ConformanceError(
+                f"{m.name}: {name}'s cached count is stale (masks changed behind MaskSet)"
+            )
         if m.gradual:
-            if count > previous.get(name, numel) or count < target:
+            if count > previous.get(name, numel):
                 raise ConformanceError(
-                    f"{m.name}: step {run.step}: {name} has {count} weights; a gradual method must "
-                    f"shrink monotonically towards {target}"
+                    f"{m.name}: step {run.loop.step}: {name} grew to {count} weights; a gradual "
+                    "method must only shrink"
                 )
         elif count not in (target, numel):
             raise ConformanceError(
-                f"{m.name}: step {run.step}: {name} keeps {count} weights, target is {target} "
+                f"{m.name}: step {run.loop.step}: {name} keeps {count} weights, target is {target} "
                 f"(or {numel} while dense)"
             )
         previous[name] = count
+    if m.gradual and run.masks.alive() < final_total:
+        raise ConformanceError(
+            f"{m.name}: step {run.loop.step}: fewer weights alive than the target"
+        )
 
 
 def _roundtrip(state: dict[str, Any]) -> dict[str, Any]:
@@ -200,9 +233,11 @@ def check_method(
     """Run all conformance checks on `method`; raise ConformanceError on the first violation."""
     cls = get_method_class(method) if isinstance(method, str) else method
     params = dict(params or {})
+    if cls.sparse:
+        cls.check_distribution(distribution)
 
-    def make() -> _Run:
-        return _Run(
+    def make() -> Harness:
+        return Harness(
             cls,
             copy.deepcopy(params),
             sparsity,
@@ -214,21 +249,22 @@ def check_method(
         )
 
     run = make()
+    final_total = total_keep([run.masks.numel(n) for n in PRUNABLE], sparsity)
     previous: dict[str, int] = {}
-    run.train_epochs(0, run.epochs, on_step=lambda r: _check_step(r, previous))
+    run.train_epochs(0, run.epochs, on_step=lambda r: _check_step(r, previous, final_total))
     run.finish()
     final = {n: run.masks.count(n) for n in run.masks.names}
-    if cls.sparse and final != run.method.target_counts:
-        raise ConformanceError(
-            f"{cls.name}: final keep counts {final} differ from the target {run.method.target_counts}"
-        )
     if cls.sparse:
-        expected_total = round((1 - sparsity) * run.masks.total())
-        if sum(final.values()) != expected_total:
+        if final != run.method.target_counts:
             raise ConformanceError(
-                f"{cls.name}: {sum(final.values())} weights alive, sparsity {sparsity} needs exactly {expected_total}"
+                f"{cls.name}: final keep counts {final} differ from the target {run.method.target_counts}"
             )
-    report = ConformanceReport(cls.name, run.step, final, dict(run.method.target_counts))
+        if sum(final.values()) != final_total:
+            raise ConformanceError(
+                f"{cls.name}: {sum(final.values())} weights alive, sparsity {sparsity} needs exactly {final_total}"
+            )
+        _check_step(run, {}, final_total)
+    report = ConformanceReport(cls.name, run.loop.step, final, dict(run.method.target_counts))
     report.checks += [
         "masked weights and optimizer state zero after every step",
         "exact final counts",
@@ -253,7 +289,7 @@ def check_method(
     return report
 
 
-def _assert_same(a: _Run, b: _Run, name: str, what: str) -> None:
+def _assert_same(a: Harness, b: Harness, name: str, what: str) -> None:
     for (key, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values()):
         if not torch.equal(x, y):
             raise ConformanceError(f"{name}: {what} differ in {key}")

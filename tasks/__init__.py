@@ -1,7 +1,1 @@
-"""Built-in tasks. Importing this package registers every module/subpackage in it."""
-
-import importlib
-import pkgutil
-
-for _info in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_info.name}")
+"""Built-in tasks, one package each; gapbench.registry imports them by name on first use."""

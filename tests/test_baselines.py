@@ -1,132 +1,164 @@
-"""RigL and SET schedules, SET's seeded randomness, and the six-method comparison end to end."""
+"""RigL, SET and GMP held to their reference code: schedules, what an update does, seeding."""
 
-import json
 import math
 
 import pytest
 import torch
 
-from gapbench.cli import main
+from baselines.rigl import RigLParams, UpdateSchedule, drop_and_grow
 from gapbench.errors import UserError
-from gapbench.method import get_method_class
-from gapbench.testing import _Run
+from gapbench.registry import get_method_class
+from gapbench.sparse.method import Budget
+from gapbench.testing import Harness
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core box run several times faster on one torch thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _run(name, params, seed=0, epochs=6, steps=5, optimizer="sgd"):
+    return Harness(get_method_class(name), params, 0.8, "uniform", seed, epochs, steps, optimizer)
 
 
-def _run(name, params, seed=0, epochs=6, steps=5):
-    return _Run(get_method_class(name), params, 0.8, "uniform", seed, epochs, steps, "sgd")
-
-
-def test_rigl_update_steps_and_cosine_drop_fraction():
-    run = _run("rigl", {"alpha": 0.3, "delta_t": 4, "t_end": 0.75})
-    rigl = run.method
-    assert rigl.t_end == round(0.75 * 30) == 22
-    updates = [s for s in range(30) if rigl.is_update_step(s)]
-    assert updates == [4, 8, 12, 16, 20]
-    assert rigl.drop_fraction(0) == pytest.approx(0.3)
-    assert rigl.drop_fraction(11) == pytest.approx(0.15)
-    assert rigl.drop_fraction(8) == pytest.approx(0.15 * (1 + math.cos(math.pi * 8 / 22)))
-    assert all(rigl.dense_grad_step(s) == (s in updates) for s in range(30))
-    counts = {n: run.masks.count(n) for n in run.masks.names}
+def test_rigl_updates_from_step_zero_to_t_end_inclusive_with_cosine_drop():
+    run = _run("rigl", {"alpha": 0.3, "delta_t": 4, "delta_t_batch": 8, "t_end": 0.75})
+    schedule = run.method.schedule
+    assert schedule.t_end == round(0.75 * 30) == 22
+    assert [s for s in range(30) if schedule.is_update(s)] == [0, 4, 8, 12, 16, 20]
+    schedule = UpdateSchedule(RigLParams(delta_t=4, delta_t_batch=8, t_end=0.8), Budget(6, 5, 8))
+    assert [s for s in range(30) if schedule.is_update(s)] == [
+        0,
+        4,
+        8,
+        12,
+        16,
+        20,
+        24,
+    ]  # 24 = T_end
+    assert schedule.drop_fraction(0) == pytest.approx(0.3)
+    assert schedule.drop_fraction(12) == pytest.approx(0.15)
+    assert schedule.drop_fraction(24) == pytest.approx(0.0)
     run.train_epochs(0, run.epochs)
-    log = rigl.log["updates"]
-    assert [u["step"] for u in log] == updates
-    assert all(u["turnover"] > 0 for u in log)
-    assert log[0]["turnover"] > log[-1]["turnover"]  # the drop fraction decays
-    assert {n: run.masks.count(n) for n in run.masks.names} == counts  # exact counts throughout
-    assert rigl.log["delta_t_steps"] == 4 and rigl.log["t_end_step"] == 22
+    log = run.method.log["updates"]
+    assert [u["step"] for u in log] == [0, 4, 8, 12, 16, 20]
+    assert log[0]["turnover"] > log[-1]["turnover"] > 0
+    assert run.method.log["delta_t_steps"] == 4 and run.method.log["t_end_step"] == 22
 
 
-def test_rigl_delta_as_a_fraction_of_the_run():
-    run = _run("rigl", {"delta_frac": 0.1})
-    assert run.method.delta_t == 3 and run.method.log["delta_t_steps"] == 3
+def test_rigl_interval_is_defined_in_samples_and_scales_with_the_batch():
+    imagenet = UpdateSchedule(RigLParams(), Budget(100, 5000, 256))
+    assert imagenet.delta_t == 1600  # 100 steps at batch 4096 = 409,600 samples
+    assert UpdateSchedule(RigLParams(), Budget(100, 312, 4096)).delta_t == 100
+    assert UpdateSchedule(RigLParams(delta_frac=0.1), Budget(6, 5, 8)).delta_t == 3
     with pytest.raises(UserError, match="delta_t"):
-        _run("rigl", {"delta_t": 0})
+        RigLParams(delta_t=0)
 
 
-def test_set_updates_once_per_epoch_by_default_and_keeps_its_params():
-    run = _run("set", {})
-    assert run.method.delta_t == 5 and run.method.params["delta_t"] == 0  # as the user gave it
-    run.train_epochs(0, run.epochs)
-    assert [u["step"] for u in run.method.log["updates"]] == [5, 10, 15, 20]  # t_end = 22
+def test_rigl_update_iteration_replaces_the_optimizer_step():
+    run = _run("rigl", {"delta_t": 4, "delta_t_batch": 8})
+    loop = run.loop
+    weights = {}
+
+    def snapshot():
+        weights[loop.step] = {n: run.masks.params[n].detach().clone() for n in run.masks.names}
+
+    snapshot()
+    run.train_epochs(0, 1, on_step=lambda r: snapshot())
+    for step in (0, 4):  # update iterations: surviving weights did not move
+        before, after = weights[step], weights[step + 1]
+        for n in run.masks.names:
+            both = (before[n] != 0) & (after[n] != 0)
+            assert torch.equal(before[n][both], after[n][both])
+    # a normal step moves them
+    assert not torch.equal(weights[1]["fc1.weight"], weights[2]["fc1.weight"])
+    run = _run("rigl", {"delta_t": 4, "delta_t_batch": 8, "replace_step": False})
+    assert not run.plan.replaces_step(4) and run.plan.dense_grad(4)
 
 
-def test_rigl_grows_where_the_gradient_is_largest_and_starts_them_at_zero():
-    run = _run("rigl", {"alpha": 0.5, "delta_t": 1, "t_end": 1.0})
-    rigl, name = run.method, "fc1.weight"
+def test_rigl_keeps_a_weight_dropped_and_regrown_in_one_update():
+    run = _run("rigl", {"alpha": 0.5, "delta_t": 100, "delta_t_batch": 8}, optimizer="sgd")
+    run.train_epochs(0, 1)  # momentum buffers exist
+    name = "fc2.weight"
+    masks, param = run.masks, run.masks.params[name]
+    alive = masks.masks[name].clone()
+    smallest = run.method.magnitude(name).masked_fill(~alive, float("inf")).flatten().argmin()
+    # Grow scores: highest exactly where the smallest live weight is (it will be dropped).
+    score = torch.zeros_like(param).flatten()
+    score[smallest] = 10.0
+    value = param.detach().flatten()[smallest].item()
+    buf = run.opt.state[param]["momentum_buffer"].flatten()[smallest].item()
+    drop_and_grow(run.method, name, 0.5, score.view_as(param), reinit_when_same=False)
+    assert masks.masks[name].flatten()[smallest]
+    assert param.detach().flatten()[smallest].item() == value  # value kept
+    assert run.opt.state[param]["momentum_buffer"].flatten()[smallest].item() == buf  # state kept
+    drop_and_grow(run.method, name, 0.5, score.view_as(param), reinit_when_same=True)
+    assert param.detach().flatten()[smallest].item() == 0.0
+
+
+def test_rigl_grows_where_the_dense_gradient_is_largest_and_starts_them_at_zero():
+    run = _run("rigl", {"alpha": 0.5, "delta_t": 1, "delta_t_batch": 8, "t_end": 1.0})
+    name = "fc1.weight"
     before = run.masks.masks[name].clone()
     grad = torch.zeros_like(run.masks.params[name])
     grad[~before] = torch.rand(int((~before).sum()))
-    run.masks.params[name].grad = grad.clone()
-    rigl._scores = {n: torch.zeros_like(run.masks.params[n]) for n in run.masks.names}
-    rigl._scores[name] = grad.abs()
-    rigl._update(1)
-    after = run.masks.masks[name]
-    grown = after & ~before
-    k = int(grown.sum())
-    assert k == int(0.5 * 0.5 * (1 + math.cos(math.pi / 30)) * int(before.sum()))
-    best = torch.topk(grad.flatten(), k).indices
-    assert set(best.tolist()) == set(grown.flatten().nonzero().flatten().tolist())
+    drop_and_grow(run.method, name, 0.25, grad, reinit_when_same=False)
+    grown = run.masks.masks[name] & ~before
+    k = int(0.25 * int(before.sum()))
+    assert int(grown.sum()) == k
+    assert set(torch.topk(grad.flatten(), k).indices.tolist()) == set(
+        grown.flatten().nonzero().flatten().tolist()
+    )
     assert torch.all(run.masks.params[name][grown] == 0)
 
 
-def test_set_regrowth_is_seeded():
-    def final_masks(seed):
-        run = _run("set", {"delta_t": 5}, seed=seed)
+def test_set_original_removes_the_weakest_positives_and_negatives_separately():
+    run = _run("set", {"zeta": 0.25})
+    name = "fc2.weight"
+    masks, param = run.masks, run.masks.params[name]
+    alive = masks.masks[name]
+    with torch.no_grad():  # 26 live weights: 13 positive (1..13), 13 negative (-1..-13)
+        values = torch.zeros(param.numel())
+        idx = alive.flatten().nonzero().flatten()
+        values[idx[:13]] = torch.arange(1, 14, dtype=torch.float)
+        values[idx[13:26]] = -torch.arange(1, 14, dtype=torch.float)
+        param.copy_(values.view_as(param))
+    pos, neg = idx[:3].tolist(), idx[13:16].tolist()  # int(0.25 * 13) = 3 each side
+    run.method.on_epoch_end(0)
+    now = param.detach().flatten()
+    for i in pos + neg:  # removed (regrown ones restart at zero)
+        assert now[i] == 0
+    for i in idx[3:13].tolist() + idx[16:26].tolist():
+        assert now[i] != 0 and masks.masks[name].flatten()[i]
+    assert masks.count(name) == 26  # as many regrown at random
+    assert run.method.log["updates"][0]["drop_fraction"] == 0.25
+
+
+def test_set_rewires_after_every_epoch_but_the_last_and_is_seeded():
+    def final(seed):
+        run = _run("set", {}, seed=seed)
         run.train_epochs(0, run.epochs)
         return run.masks.checksum(), run.method.log["updates"]
 
-    a, log_a = final_masks(0)
-    b, _ = final_masks(0)
-    c, _ = final_masks(1)
-    assert a == b and a != c
-    assert all(u["drop_fraction"] == 0.3 for u in log_a)  # SET's constant zeta
-    assert not any(_run("set", {}).method.dense_grad_step(s) for s in range(30))
+    a, log = final(0)
+    assert [u["step"] for u in log] == [5, 10, 15, 20, 25]  # 6 epochs of 5 steps, to the end
+    assert all(u["drop_fraction"] == 0.3 for u in log)  # constant zeta
+    assert final(0)[0] == a and final(1)[0] != a
+    run = _run("set", {})
+    assert not any(run.plan.dense_grad(s) for s in range(30))  # random growth reads no gradient
 
 
-def test_six_methods_on_the_embedded_classification_task(tmp_path, capsys):
-    code = main(
-        [
-            "run",
-            "--task",
-            "classification",
-            "--methods",
-            "dense,static,magnitude,set,rigl,gap",
-            "--epochs",
-            "4",
-            "--method-arg",
-            "gap.rounds=1",
-            "--method-arg",
-            "gap.epochs_per_step=1",
-            "--method-arg",
-            "rigl.delta_frac=0.1",
-            "--out",
-            str(tmp_path),
-        ]
-    )
-    out = capsys.readouterr().out
-    assert code == 0
-    for method in ("dense", "static", "magnitude", "set", "rigl", "gap"):
-        assert f"| {method} |" in out
-    records = {
-        r["method"]: r
-        for r in (json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json"))
-    }
-    for method in ("static", "magnitude", "set", "rigl", "gap"):
-        assert records[method]["measured_sparsity"] == pytest.approx(0.9, abs=1e-4)
-    steps = records["rigl"]["budget"]["total_steps"]
-    for method in ("set", "rigl"):  # schedule in steps and turnover of every update, recorded
-        log = records[method]["method_log"]
-        assert log["t_end_step"] == round(0.75 * steps) and log["alpha"] == 0.3
-        assert log["updates"] and all(0 < u["turnover"] <= 0.3 for u in log["updates"])
-    assert records["rigl"]["method_log"]["delta_t_steps"] == round(0.1 * steps)
-    # RigL's dense-gradient steps cost training FLOPs that static sparse training does not pay.
-    assert records["rigl"]["train_flops"] > records["static"]["train_flops"]
+def test_set_rigl_variant_follows_rigls_schedule_after_the_weight_step():
+    run = _run("set", {"variant": "rigl", "delta_t": 4, "delta_t_batch": 8})
+    assert not run.plan.replaces_step(4) and not run.plan.dense_grad(4)
+    run.train_epochs(0, run.epochs)
+    log = run.method.log["updates"]
+    assert [u["step"] for u in log] == [0, 4, 8, 12, 16, 20]
+    assert log[0]["drop_fraction"] == pytest.approx(0.3) and log[-1]["drop_fraction"] < 0.3
+
+
+def test_gmp_follows_the_cubic_schedule_and_only_prunes():
+    run = _run("magnitude", {"start": 0.2, "end": 0.8})
+    gmp = run.method
+    assert gmp.t0 == 6 and gmp.t_end == 24 and gmp.interval == 5
+    assert gmp.sparsity_at(6) == 0.0 and gmp.sparsity_at(24) == pytest.approx(0.8)
+    assert gmp.sparsity_at(15) == pytest.approx(0.8 * (1 - 0.5**3))
+    run.train_epochs(0, run.epochs)
+    sparsities = [u["sparsity"] for u in gmp.log["updates"]]
+    assert sparsities == sorted(sparsities) and sparsities[-1] == pytest.approx(0.8, abs=1e-3)
+    assert math.isclose(run.masks.overall_sparsity(), 0.8, abs_tol=1e-3)

@@ -5,10 +5,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_one
 from PIL import Image
 
-from gapbench.task import get_task
-from gapbench.train import RunConfig, Trainer
 from tasks.classification.data import ensure_digits
 
 
@@ -32,32 +31,31 @@ def _imagefolder(root: Path) -> None:
             rgb.convert("CMYK").save(folder / "cmyk.JPEG")  # CMYK JPEG, as in ImageNet
 
 
+@pytest.mark.slow
 def test_paper_profile_runs_two_steps_of_resnet50(tmp_path):
     _imagefolder(tmp_path / "imagenet")
-    cfg = RunConfig(
-        task="classification",
-        method="gap",
+    record = run_one(
+        tmp_path / "out",
         profile="paper",
         data_root=str(tmp_path / "imagenet"),
         batch_size=2,
         max_steps=2,
-        out=str(tmp_path / "out"),
     )
-    trainer = Trainer(cfg)
-    record = trainer.run()
-    assert type(trainer.model).__name__ == "ResNet"
-    assert sum(p.numel() for p in trainer.model.parameters()) > 23_000_000
-    assert record["status"] == "stopped_early" and record["budget"]["steps_run"] == 2
-    assert record["budget"]["comparison_epochs"] == 990
-    assert [len(g) for g in record["method_log"]["partitions"]] == [10, 13, 19, 10]  # by stage
-    assert record["alive_prunable_params"] == round(0.1 * record["prunable_params"])
-    assert record["dense_inference_flops"] == pytest.approx(
-        8.2e9, rel=0.02
-    )  # ResNet-50: ~4.1 GMACs
+    assert record.params_total > 23_000_000  # torchvision ResNet-50
+    assert record.status == "stopped_early" and record.budget["steps_run"] == 2
+    assert record.epochs == 990
+    # Consecutive partitions balanced by parameter count (by stage they differ 70x).
+    sizes = record.method_log["partition_sizes"]
+    assert len(sizes) == 4 and max(sizes) < 2.5 * min(sizes)
+    assert record.alive_prunable_params == round(0.1 * record.prunable_params)
+    assert record.flops["dense_inference"] == pytest.approx(8.2e9, rel=0.02)  # ~4.1 GMACs
+    assert record.policy["dense_layer_tensors"] == ["conv1.weight"]  # fc pruned, as in RigL
 
 
 def test_paper_profile_without_data_root_is_a_user_error():
+    from helpers import spec_for
+
     from gapbench.errors import UserError
 
     with pytest.raises(UserError, match="--data-root"):
-        get_task("classification").setup("paper", None, 0, __import__("torch").device("cpu"))
+        spec_for(profile="paper")

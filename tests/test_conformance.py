@@ -1,47 +1,69 @@
-"""Every built-in method passes the conformance check; deliberately broken methods fail it."""
+"""Every built-in method passes the conformance check through the Trainer's StepLoop, under every
+distribution it accepts; deliberately broken methods fail it."""
 
 import pytest
 import torch
 
-from gapbench.method import Method
+from gapbench.errors import UserError
+from gapbench.registry import get_method_class
+from gapbench.sparse.method import Method
 from gapbench.testing import ConformanceError, check_method
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core box run several times faster on one torch thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
+TINY_RIGL = {"delta_t": 3, "delta_t_batch": 8}  # the harness's batch is 8 samples
 BUILT_IN = [
     ("dense", {}),
     ("static", {}),
     ("magnitude", {}),
     ("oneshot", {"dense_epochs": 2}),
-    ("set", {"delta_t": 3}),
-    ("rigl", {"delta_t": 3}),
+    ("set", {}),
+    ("set", {"variant": "rigl", **TINY_RIGL}),
+    ("rigl", TINY_RIGL),
+    ("rigl", {**TINY_RIGL, "replace_step": False, "reinit_when_same": True}),
     ("gap", {"partitions": 2, "rounds": 2}),
     ("gap", {"partitions": 2, "mode": "parallel", "rounds": 2}),
     ("gap", {"partitions": 3, "schedule": "random", "rounds": 1}),
+    (
+        "gap",
+        {
+            "partitions": 2,
+            "rounds": 2,
+            "first_dense": True,
+            "optimizer_restart": True,
+            "lr_restart": True,
+        },
+    ),
+]
+CASES = [
+    (name, params, dist)
+    for name, params in BUILT_IN
+    for dist in ("uniform", "erk", "global")
+    if name == "dense" or dist in get_method_class(name).distributions
 ]
 
 
 @pytest.mark.parametrize(
-    "name, params", BUILT_IN, ids=[f"{n}-{i}" for i, (n, _) in enumerate(BUILT_IN)]
+    "name, params, distribution", CASES, ids=[f"{n}-{d}-{i}" for i, (n, _, d) in enumerate(CASES)]
 )
-@pytest.mark.parametrize("distribution", ["uniform", "erk"])
 def test_built_in_methods_conform(name, params, distribution):
     report = check_method(name, params, distribution=distribution)
     assert report.final_counts == report.target_counts or name == "dense"
     assert len(report.checks) == 4
 
 
+def test_global_is_in_the_matrix_for_every_method_that_prunes_trained_weights():
+    assert {n for n, _, d in CASES if d == "global"} == {"dense", "magnitude", "oneshot", "gap"}
+
+
+@pytest.mark.parametrize("name", ["static", "set", "rigl"])
+def test_from_scratch_methods_refuse_global_with_a_clear_error(name):
+    with pytest.raises(UserError, match="does not support --distribution global"):
+        check_method(name, {}, distribution="global")
+
+
 def test_adam_moments_of_pruned_weights_stay_zero():
-    check_method("rigl", {"delta_t": 3}, optimizer="adam")
+    check_method("rigl", TINY_RIGL, optimizer="adam")
     check_method("gap", {"partitions": 2, "rounds": 1}, optimizer="adam")
+    check_method("set", {}, optimizer="adam")
 
 
 class TooDense(Method):
@@ -49,25 +71,54 @@ class TooDense(Method):
 
     name = "too_dense"
 
-    def setup(self, model, optimizer, budget, masks, ctx):
-        super().setup(model, optimizer, budget, masks, ctx)
-        for n in masks.names:
-            k = min(masks.numel(n), int(self.target_counts[n] * 1.01) + 1)
-            self.prune_to(n, k)
+    def setup(self, ctx):
+        super().setup(ctx)
+        for n in self.masks.names:
+            self.prune_to(n, min(self.masks.numel(n), int(self.target_counts[n] * 1.01) + 1))
 
 
-class ForgetsToMaskGrads(Method):
-    """Masks weights but lets momentum build up on pruned entries."""
+class RevivesPrunedWeights(Method):
+    """Writes into pruned weights after the step."""
 
-    name = "no_grad_mask"
+    name = "revives"
 
-    def setup(self, model, optimizer, budget, masks, ctx):
-        super().setup(model, optimizer, budget, masks, ctx)
-        for n in masks.names:
-            self.prune_to(n, self.target_counts[n])
+    def setup(self, ctx):
+        super().setup(ctx)
+        self.draw_random_masks()
 
-    def before_step(self, step):
-        pass
+    def update(self, step):
+        with torch.no_grad():
+            for n in self.masks.names:
+                self.masks.params[n].add_(0.01)
+
+
+class PollutesOptimizerState(Method):
+    """Leaves momentum on pruned entries (as if it skipped MaskSet.set_mask)."""
+
+    name = "pollutes"
+
+    def setup(self, ctx):
+        super().setup(ctx)
+        self.draw_random_masks()
+
+    def update(self, step):
+        for n in self.masks.names:
+            state = self.ctx.optimizer.state.get(self.masks.params[n], {})
+            if "momentum_buffer" in state:
+                state["momentum_buffer"].add_(1.0)
+
+
+class EditsMasksBehindMaskSet(Method):
+    """Changes a mask tensor in place instead of through set_mask."""
+
+    name = "edits_masks"
+
+    def setup(self, ctx):
+        super().setup(ctx)
+        self.draw_random_masks()
+
+    def on_epoch_end(self, epoch):
+        self.masks.masks["fc1.weight"][0, :5] = True
 
 
 class Unseeded(Method):
@@ -88,8 +139,8 @@ class ForgetsItsState(Method):
 
     name = "stateless"
 
-    def setup(self, model, optimizer, budget, masks, ctx):
-        super().setup(model, optimizer, budget, masks, ctx)
+    def setup(self, ctx):
+        super().setup(ctx)
         self.redraws = 0
 
     def on_epoch_start(self, epoch):
@@ -104,7 +155,9 @@ class ForgetsItsState(Method):
     "broken, message",
     [
         (TooDense, "target"),
-        (ForgetsToMaskGrads, "optimizer state"),
+        (RevivesPrunedWeights, "pruned weights"),
+        (PollutesOptimizerState, "optimizer state"),
+        (EditsMasksBehindMaskSet, "stale"),
         (Unseeded, "same seed"),
         (ForgetsItsState, "resumed"),
     ],

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import run_one
 from PIL import Image
 
 from gapbench.cli import main
 from gapbench.errors import UserError
-from gapbench.train import RunConfig, Trainer
 from tasks.detection.coco import CocoDetection, coco_map, load_coco
 
 CATEGORIES = [
@@ -156,27 +156,23 @@ def test_ground_truth_fed_back_scores_100_and_perturbed_boxes_score_lower(tmp_pa
     assert coco_map(coco, [])["mAP"] == 0.0
 
 
+@pytest.mark.slow
 def test_paper_profile_runs_two_steps_of_ssd300_vgg16(tmp_path):
     for split in ("train2017", "val2017"):
         write_fixture(tmp_path / "coco", split)
-    cfg = RunConfig(
-        task="detection",
-        method="gap",
-        profile="paper",
-        data_root=str(tmp_path / "coco"),
-        batch_size=2,
-        max_steps=2,
-        out=str(tmp_path / "out"),
-    )
-    trainer = Trainer(cfg)
-    record = trainer.run()
-    assert type(trainer.model.backbone).__name__ == "SSDFeatureExtractorVGG"
-    assert record["budget"]["steps_run"] == 2 and record["status"] == "stopped_early"
-    assert record["alive_prunable_params"] == round(0.1 * record["prunable_params"])
-    assert [len(g) for g in record["method_log"]["partitions"]] == [9, 5, 8]
-    assert set(record["metrics"]) == {"mAP", "mAP50", "mAP75"}
+    record = run_one(
+        tmp_path / "out", task="detection", profile="paper", data_root=str(tmp_path / "coco"),
+        batch_size=2, max_steps=2,
+    )  # fmt: skip
+    assert record.budget["steps_run"] == 2 and record.status == "stopped_early"
+    assert record.alive_prunable_params == round(0.1 * record.prunable_params)
+    assert [len(g) for g in record.method_log["partitions"]] == [9, 5, 8]
+    assert set(record.metrics) == {"mAP", "mAP50", "mAP75"}
+    assert record.policy["dense_layer_tensors"] == ["backbone.features.0.weight"]
+    assert record.policy["task_excluded_prefixes"] == ["head"]
 
 
+@pytest.mark.slow
 def test_tiny_end_to_end_with_a_sparse_method(tmp_path, capsys):
     code = main(
         [
@@ -194,7 +190,8 @@ def test_tiny_end_to_end_with_a_sparse_method(tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "| magnitude | uniform | 0.90 |" in out and "mAP50" in out
-    record = json.loads(next((tmp_path / "runs").glob("*.json")).read_text())
+    record = json.loads(next((tmp_path / "records").glob("*.json")).read_text())
     assert record["alive_prunable_params"] == round(0.1 * record["prunable_params"])
-    assert record["sparsity_policy"]["box_and_class_predictors"] == "dense"
+    assert record["policy"]["task_excluded_tensors"]  # the SSD heads stay dense
+    assert all(n.startswith("head.") for n in record["policy"]["task_excluded_tensors"])
     assert torch.isfinite(torch.tensor(record["history"][0]["train_loss"]))

@@ -3,8 +3,15 @@ import math
 import pytest
 import torch
 
-from gapbench.distribution import erk_counts, global_counts, keep_counts, total_keep, uniform_counts
 from gapbench.errors import UserError
+from gapbench.sparse.distribution import (
+    erk_counts,
+    global_counts,
+    global_counts_total,
+    keep_counts,
+    total_keep,
+    uniform_counts,
+)
 
 SHAPES = [(16, 3, 3, 3), (32, 16, 3, 3), (64, 32, 3, 3), (64, 64, 1, 1), (10, 64)]
 
@@ -34,10 +41,18 @@ def test_erk_gives_small_layers_higher_density_and_caps_dense_layers():
 
 def test_global_keeps_the_largest_magnitudes_across_layers():
     a = torch.tensor([[5.0, 0.1], [0.2, 4.0]])
-    b = torch.tensor([3.0, 0.3, 0.05, 2.0])
+    b = torch.tensor([3.0, 0.3, 0.05, 2.5])
     assert global_counts([a, b], 0.5) == [2, 2]
     assert global_counts([a * 10, b], 0.5) == [2, 2]
     assert global_counts([a * 0.01, b], 0.625) == [0, 3]
+
+
+def test_global_ranks_live_weights_first_and_hits_an_exact_total():
+    # -1 marks dead entries: they are never kept while a live weight remains.
+    a = torch.tensor([5.0, -1.0, -1.0, 0.5])
+    b = torch.tensor([0.1, 0.2, -1.0, -1.0])
+    assert global_counts_total([a, b], 3) == [2, 1]
+    assert sum(global_counts_total([torch.rand(50), torch.rand(70)], 33)) == 33
 
 
 def test_bad_sparsity_and_distribution_are_user_errors():

@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from gapbench.masks import MaskSet, random_masks, topk_mask
+from gapbench.sparse.masks import MaskSet, random_masks, topk_mask
 
 
 def test_topk_mask_is_exact_and_breaks_ties_by_position():
@@ -53,7 +53,7 @@ def test_apply_and_grad_masking_keep_pruned_entries_at_zero_through_training():
     for _ in range(3):
         opt.zero_grad()
         model(torch.randn(5, 8)).pow(2).mean().backward()
-        masks.apply_to_grads()
+        masks.mask_grads()
         opt.step()
         masks.apply()
     pruned = ~masks.masks["0.weight"]

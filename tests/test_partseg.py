@@ -8,15 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import run_one
 
 from gapbench.cli import main
 from gapbench.errors import UserError
-from gapbench.train import RunConfig, Trainer
+from gapbench.sparse.partition import partitions_by_prefix
+from gapbench.sparse.selection import select_prunable
 from tasks.partseg.convert import main as convert_main
 from tasks.partseg.data import PartSegDataset
 from tasks.partseg.metrics import MIoU, shape_iou
 from tasks.partseg.ops import ball_query, farthest_point_sample
-from tasks.partseg.task import PartSegTask, prunable_names
+from tasks.partseg.task import PARTITIONS, PartSegTask
 
 MUG, TABLE = "03797390", "04379243"
 
@@ -112,32 +114,27 @@ def test_fps_and_ball_query_match_brute_force():
 
 
 def test_prunable_excludes_first_layer_and_classifier_and_partitions_cover_all():
-    setup = PartSegTask()
     from tasks.partseg.model import PointNet2PartSeg
-    from tasks.partseg.task import partitions
 
     model = PointNet2PartSeg(width=0.25, npoints=(16, 8))
-    names = prunable_names(model)
+    profile = PartSegTask.profiles["tiny"]
+    names = select_prunable(model, profile.exclude, ("first", "last")).prunable
     assert "sa1.mlp.0.weight" not in names and "classifier.weight" not in names
-    for kappa, parts in partitions(names).items():
-        assert len(parts) == kappa and sum(parts, []) == names
-    assert setup.metrics[0] == "instance_mIoU"
+    for kappa, groups in PARTITIONS.items():
+        parts = partitions_by_prefix(names, groups)
+        assert len(parts) == kappa and sorted(sum(parts, [])) == sorted(names)
+    assert PartSegTask.metrics[0] == "instance_mIoU"
 
 
+@pytest.mark.slow
 def test_paper_profile_runs_two_steps_on_the_fixture(tmp_path):
-    cfg = RunConfig(
-        task="partseg",
-        method="gap",
-        profile="paper",
-        data_root=str(write_fixture(tmp_path / "data")),
-        batch_size=2,
-        max_steps=2,
-        out=str(tmp_path / "out"),
-    )
-    record = Trainer(cfg).run()
-    assert record["budget"]["steps_run"] == 2
-    assert set(record["metrics"]) == {"instance_mIoU", "class_mIoU"}
-    assert [len(g) for g in record["method_log"]["partitions"]] == [8, 4, 4]
+    record = run_one(
+        tmp_path / "out", task="partseg", profile="paper", data_root=str(write_fixture(tmp_path / "data")),
+        batch_size=2, max_steps=2,
+    )  # fmt: skip
+    assert record.budget["steps_run"] == 2
+    assert set(record.metrics) == {"instance_mIoU", "class_mIoU"}
+    assert [len(g) for g in record.method_log["partitions"]] == [8, 4, 4]
 
 
 def test_convert_reads_ply_with_label_sidecar(tmp_path):
@@ -157,12 +154,13 @@ def test_convert_reads_ply_with_label_sidecar(tmp_path):
     assert convert_main([str(tmp_path / "cup.ply"), "--category", "Mug", "--out", str(out)]) == 2
 
 
+@pytest.mark.slow
 def test_tiny_end_to_end_with_a_sparse_method(tmp_path, capsys):
     args = ["run", "--task", "partseg", "--methods", "magnitude", "--epochs", "1"]
     assert main([*args, "--max-steps", "3", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "partseg magnitude sparsity=0.9" in out and "instance_mIoU=" in out
-    record = json.loads(next((tmp_path / "runs").glob("*.json")).read_text())
+    record = json.loads(next((tmp_path / "records").glob("*.json")).read_text())
     assert record["alive_prunable_params"] == round(0.1 * record["prunable_params"])
-    assert record["sparsity_policy"]["classifier"] == "dense"
+    assert record["policy"]["dense_layer_tensors"] == ["sa1.mlp.0.weight", "classifier.weight"]
     assert record["budget"]["steps_run"] == 3 and 0.0 <= record["metrics"]["instance_mIoU"] <= 1.0

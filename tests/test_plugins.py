@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import baselines
-import gapbench.method as method_module
+import gapbench.registry as registry
 from gapbench.cli import main
 from gapbench.testing import check_method
 
@@ -19,16 +19,14 @@ from gapbench.testing import check_method
 def one_thread_and_clean_registry():
     """One torch thread (tiny models on a shared 2-core box run several times faster), and forget
     the test's plug-ins afterwards so they do not leak into other tests' method lists."""
-    threads, methods, modules = (
-        torch.get_num_threads(),
-        dict(method_module.METHODS),
-        set(sys.modules),
-    )
+    registry.discover("methods")
+    threads, methods, modules = torch.get_num_threads(), dict(registry.METHODS), set(sys.modules)
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-    method_module.METHODS.clear()
-    method_module.METHODS.update(methods)
+    registry.METHODS.clear()
+    registry.METHODS.update(methods)
+    registry.discover("methods")  # built-ins are imported already: this only marks them found
     for name in set(sys.modules) - modules:
         if name.startswith("gapbench_plugin_") or "zz_" in name:
             del sys.modules[name]
@@ -36,19 +34,27 @@ def one_thread_and_clean_registry():
 
 PLUGIN = textwrap.dedent(
     '''
-    from gapbench.method import Method, register_method
+    from dataclasses import dataclass
+
+    from gapbench.registry import register_method
+    from gapbench.sparse import Method, Params
+
+
+    @dataclass(frozen=True)
+    class ExtraParams(Params):
+        extra: int = 1
 
 
     @register_method("{name}")
-    class LayerwiseRandom(Method):
-        """Random masks per layer, redrawn never: a user's baseline in a few lines."""
+    class LayerwiseMagnitude(Method):
+        """Magnitude masks at init, never changed: a user's baseline in a few lines."""
 
         description = "user plug-in for the tests"
-        defaults = {{"extra": 1}}
+        Params = ExtraParams
 
-        def setup(self, model, optimizer, budget, masks, ctx):
-            super().setup(model, optimizer, budget, masks, ctx)
-            for name in masks.names:
+        def setup(self, ctx):
+            super().setup(ctx)
+            for name in self.masks.names:
                 self.prune_to(name, self.target_counts[name])
     '''
 )
@@ -73,8 +79,8 @@ def _run_plugin(tmp_path, name, extra_args):
         ]
     )
     assert code == 0
-    record = json.loads(next((out / "runs").glob(f"*-{name}-*.json")).read_text())
-    assert record["method_params"] == {"extra": 3}
+    record = json.loads(next((out / "records").glob(f"*-{name}-*.json")).read_text())
+    assert record["params"] == {"extra": 3}
     assert record["alive_prunable_params"] == round(0.1 * record["prunable_params"])
 
 
@@ -88,7 +94,8 @@ def test_plugin_from_a_file(tmp_path, capsys):
     assert "fileplugin.extra = 1" in listing
     for name in ("dense", "static", "magnitude", "oneshot", "set", "rigl", "gap"):
         assert f"\n{name}: " in f"\n{listing}"  # every built-in, with its one-line description
-    assert "rigl.alpha = 0.3" in listing and "rigl.delta_t = " in listing
+    assert "rigl.alpha = 0.3" in listing and "rigl.delta_t = 100" in listing
+    assert "reference: Evci et al." in listing
 
 
 def test_plugin_as_a_module_in_baselines(tmp_path, monkeypatch):
@@ -97,7 +104,7 @@ def test_plugin_as_a_module_in_baselines(tmp_path, monkeypatch):
     extra.mkdir()
     (extra / "zz_test_plugin_tmp.py").write_text(PLUGIN.format(name="dirplugin"))
     monkeypatch.setattr(baselines, "__path__", [*baselines.__path__, str(extra)])
-    monkeypatch.setattr(method_module, "_discovered", False)  # discover again, as a new process
+    registry.rediscover()  # discover again, as a new process would
     _run_plugin(tmp_path, "dirplugin", [])
     assert "baselines.zz_test_plugin_tmp" in sys.modules
 
@@ -112,10 +119,10 @@ def test_plugin_from_an_installed_package_entry_point(tmp_path, monkeypatch):
         seen.append(group)
         return [point]
 
-    monkeypatch.setattr(method_module, "entry_points", fake_entry_points)
-    monkeypatch.setattr(method_module, "_discovered", False)
-    cls = method_module.get_method_class("epplugin")
-    assert seen == ["gapbench.methods"] and cls.defaults == {"extra": 1}
+    monkeypatch.setattr(registry, "entry_points", fake_entry_points)
+    registry.rediscover()
+    cls = registry.get_method_class("epplugin")
+    assert seen == ["gapbench.methods"] and cls.Params().extra == 1
     report = check_method("epplugin", {"extra": 2})  # a user's method through the same check
     assert report.final_counts == report.target_counts
 

@@ -82,7 +82,25 @@ def test_bad_input_errors(tmp_path):
         assert "test.en" in str(e)
 
 
+def test_paper_profile_follows_the_official_recipe():
+    profile = TranslationTask.profiles["paper"]
+    recipe = profile.options["recipe"]
+    assert (recipe.dropout, recipe.attention_dropout, recipe.activation_dropout) == (0.1, 0.1, 0.1)
+    assert profile.optimizer.eps == 1e-9 and profile.optimizer.betas == (0.9, 0.997)
+    assert profile.batch_size == 5120 * 8 and profile.device_batch == 5120
+    from gapbench.runner import split_batch
+
+    assert split_batch(profile, profile.batch_size, 1, None) == (5120, 8)  # accumulate on 1 GPU
+    assert split_batch(profile, profile.batch_size, 8, None) == (5120, 1)
+    assert profile.exclude == ("output_proj",) and profile.dense_layers == "none"
+
+
+@pytest.mark.slow
 def test_paper_profile_two_steps_on_bpe_fixture(tmp_path):
+    from gapbench.engine.trainer import Trainer, TrainSettings
+    from gapbench.registry import get_method_class
+    from gapbench.task import BuildRequest
+
     root = write_synthetic(tmp_path / "wmt", sizes={"train": 40, "valid": 4, "test": 4})
     for f in root.glob("*.??"):  # BPE'd, Moses-tokenised text like fairseq's WMT14
         f.write_text(
@@ -95,19 +113,30 @@ def test_paper_profile_two_steps_on_bpe_fixture(tmp_path):
                 for line in f.read_text().splitlines()
             )
         )
-    setup = TranslationTask(**SMALL).setup("paper", root, 0, torch.device("cpu"), 256, tmp_path)
-    assert setup.policy["bpe_input"] and len(setup.partitions[3]) == 3
-    opt = setup.make_optimizer(setup.model.parameters())
-    for _, batch in zip(range(2), setup.train_loader):
-        loss = setup.loss(setup.model, batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        assert torch.isfinite(loss)
-    setup.model.eval()
-    assert 0.0 <= setup.evaluate(setup.model, setup.test_loader)["bleu"] <= 100.0
+    task = TranslationTask(**SMALL)
+    profile = task.profiles["paper"]
+    request = BuildRequest(root, tmp_path, 0, torch.device("cpu"), batch_size=256)
+    workload = task.build(profile, request)
+    assert workload.extra["bpe_input"]
+    settings = TrainSettings(
+        epochs=340, sparsity=0.9, distribution="uniform", dense_layers=(), seed=0,
+        global_batch=256, max_steps=2,
+    )  # fmt: skip
+    trainer = Trainer(
+        profile,
+        workload,
+        get_method_class("gap")(partitions=3, rounds=10, epochs_per_step=10),
+        settings,
+        torch.device("cpu"),
+    )
+    result = trainer.run()
+    assert result.steps_run == 2 and result.stopped_early
+    # 2 + 2 layers in thirds: enc0 | enc1 + dec0 | dec1 (6 tensors per encoder, 10 per decoder layer)
+    assert [len(g) for g in result.method_log["partitions"]] == [6, 16, 10]
+    assert 0.0 <= result.metrics["bleu"] <= 100.0
 
 
+@pytest.mark.slow
 def test_end_to_end_tiny_sparse_run_through_the_cli(tmp_path, capsys):
     import json
 
@@ -128,7 +157,8 @@ def test_end_to_end_tiny_sparse_run_through_the_cli(tmp_path, capsys):
     )
     assert code == 0
     assert "| magnitude | uniform | 0.90 |" in capsys.readouterr().out
-    record = json.loads(next((tmp_path / "runs").glob("*.json")).read_text())
+    record = json.loads(next((tmp_path / "records").glob("*.json")).read_text())
     assert record["status"] == "complete" and record["metric"] == "bleu"
     assert record["alive_prunable_params"] == round(0.1 * record["prunable_params"])
-    assert record["sparsity_policy"]["embeddings_and_output_projection"] == "dense"
+    assert record["task_extra"]["embeddings"] == "dense"
+    assert record["policy"]["task_excluded_tensors"] == ["output_proj.weight"]

@@ -38,11 +38,3 @@ class TinyResNet(nn.Module):
 def build_resnet50(num_classes: int) -> nn.Module:
     # weights=None: no downloads; sparse training starts from scratch anyway.
     return resnet50(weights=None, num_classes=num_classes)
-
-
-def stage_partitions(model: nn.Module, prunable: list[str], stages: list[str]) -> list[list[str]]:
-    """GaP partitions by residual stage: every prunable tensor under `layerN` joins stage N."""
-    groups = [[n for n in prunable if n.startswith(stage + ".")] for stage in stages]
-    leftover = [n for n in prunable if not any(n in g for g in groups)]
-    groups[0] = leftover + groups[0]
-    return groups

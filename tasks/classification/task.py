@@ -1,20 +1,72 @@
-"""Classification task: profiles `tiny` (sklearn digits, embedded) and `paper` (ResNet-50, ImageNet)."""
+"""Classification: profiles `tiny` (sklearn digits, embedded) and `paper` (ResNet-50, ImageNet)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 from torchvision import transforms
 
 from gapbench.errors import UserError
-from gapbench.task import Task, TaskSetup, register_task
-from tasks.classification.data import check_same_classes, ensure_digits, image_folder
-from tasks.classification.models import TinyResNet, build_resnet50, stage_partitions
+from gapbench.registry import register_task
+from gapbench.task import (
+    BuildRequest,
+    LrSchedule,
+    OptimizerRecipe,
+    Profile,
+    Task,
+    Workload,
+    make_loader,
+)
+from tasks.classification.data import (
+    DIGITS_VERSION,
+    check_same_classes,
+    ensure_digits,
+    image_folder,
+)
+from tasks.classification.models import TinyResNet, build_resnet50
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+PROFILES = {
+    "tiny": Profile(
+        name="tiny",
+        epochs=20,
+        batch_size=64,
+        optimizer=OptimizerRecipe("sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4),
+        lr_schedule=LrSchedule("cosine", warmup_epochs=1),
+        dataset=f"sklearn digits v{DIGITS_VERSION} (1797 scans, ImageFolder, 60/20/20 stratified)",
+        dense_layers="first",
+        method_defaults={
+            "gap": {"partitions": 3, "rounds": 2, "epochs_per_step": 2},
+            # 17 steps per epoch: RigL's ImageNet interval would allow no update at all.
+            "rigl": {"delta_t": 20, "delta_t_batch": 64},
+            "set[variant=rigl]": {"delta_t": 20, "delta_t_batch": 64},
+        },
+        options={"image_size": 16},
+    ),
+    # ResNet-50 on ImageNet; GaP C-GaP kappa=4, R=7, T=30, F=150 (990 epochs; GAP_SPEC.md), P-GaP
+    # 8 rounds. Partitions: consecutive, balanced by parameter count (by-stage groups differ 70x
+    # in size; the paper's ResNet rule is not in its public code). First conv dense under
+    # uniform, sparse under ERK, classifier pruned: RigL's released ImageNet runs.
+    "paper": Profile(
+        name="paper",
+        epochs=990,
+        batch_size=256,
+        optimizer=OptimizerRecipe(
+            "sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4, reference_batch=256
+        ),
+        lr_schedule=LrSchedule("cosine", warmup_epochs=5),
+        dataset="ImageNet (ImageFolder: train/, val/ = test split)",
+        needs_data_root=True,
+        dense_layers={"erk": "none", "default": "first"},
+        method_defaults={
+            "gap": {"partitions": 4, "rounds": 7, "epochs_per_step": 30, "finetune": 150},
+            "gap[mode=parallel]": {"rounds": 8, "finetune": 150},
+        },
+        options={"image_size": 224},
+    ),
+}
 
 
 def top1(model: nn.Module, loader) -> dict[str, float]:
@@ -26,20 +78,16 @@ def top1(model: nn.Module, loader) -> dict[str, float]:
     return {"top1": 100.0 * correct / max(1, total)}
 
 
-def _forward(model: nn.Module, batch) -> torch.Tensor:
+def forward(model: nn.Module, batch) -> torch.Tensor:
     return model(batch[0])
 
 
-def _prunable(model: nn.Module) -> list[str]:
-    """Conv and linear weights, except the stem conv and the classifier (kept dense, as in RigL)."""
-    names = []
-    for mod_name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d | nn.Linear) and mod_name not in ("conv1", "fc"):
-            names.append(f"{mod_name}.weight")
-    return names
+_criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
 
 
-POLICY = {"first_conv": "dense", "classifier": "dense", "downsample_convs": "prunable"}
+def loss(model: nn.Module, batch) -> torch.Tensor:
+    images, labels = batch
+    return _criterion(model(images), labels)
 
 
 @register_task("classification")
@@ -48,77 +96,51 @@ class ClassificationTask(Task):
         "image classification; tiny: sklearn digits + small ResNet, paper: ResNet-50 ImageNet"
     )
     metrics = ("top1",)
+    profiles = PROFILES
 
-    def setup(self, profile, data_root, seed, device, batch_size=None, cache_dir=None) -> TaskSetup:
-        if profile == "tiny":
-            return self._tiny(data_root, batch_size, cache_dir)
-        return self._paper(data_root, batch_size, device)
-
-    def _loaders(self, train, val, test, batch_size: int, workers: int):
-        def make(ds, shuffle):
-            return DataLoader(
-                ds, batch_size=batch_size, shuffle=shuffle, num_workers=workers, drop_last=False
+    def build(self, profile: Profile, request: BuildRequest) -> Workload:
+        if profile.name == "tiny":
+            root = request.data_root or ensure_digits(request.cache_dir)
+            size = profile.options["image_size"]
+            norm = transforms.Normalize((0.5,) * 3, (0.5,) * 3)
+            train_tf = transforms.Compose(
+                [
+                    transforms.Resize(size),
+                    transforms.RandomCrop(size, padding=2),
+                    transforms.ToTensor(),
+                    norm,
+                ]
             )
-
-        return make(train, True), make(val, False), make(test, False)
-
-    def _tiny(
-        self, data_root: Path | None, batch_size: int | None, cache_dir: Path | None
-    ) -> TaskSetup:
-        root = data_root or ensure_digits(cache_dir or Path("results/cache/classification"))
-        norm = transforms.Normalize((0.5,) * 3, (0.5,) * 3)
-        train_tf = transforms.Compose(
-            [
-                transforms.Resize(16),
-                transforms.RandomCrop(16, padding=2),
-                transforms.ToTensor(),
-                norm,
-            ]
-        )
-        eval_tf = transforms.Compose([transforms.Resize(16), transforms.ToTensor(), norm])
-        train = image_folder(root / "train", train_tf)
-        val = image_folder(root / "val", eval_tf)
-        test = image_folder(root / "test", eval_tf)
-        check_same_classes(train, val, root / "val")
-        check_same_classes(train, test, root / "test")
-        model = TinyResNet(num_classes=len(train.classes))
-        prunable = _prunable(model)
-        bs = batch_size or 64
-        train_loader, val_loader, test_loader = self._loaders(train, val, test, bs, 0)
-        flops_images = torch.zeros(1, 3, 16, 16)
-        return TaskSetup(
+            eval_tf = transforms.Compose([transforms.Resize(size), transforms.ToTensor(), norm])
+            train = image_folder(root / "train", train_tf)
+            val = image_folder(root / "val", eval_tf)
+            test = image_folder(root / "test", eval_tf)
+            check_same_classes(train, val, root / "val")
+            check_same_classes(train, test, root / "test")
+            model = TinyResNet(num_classes=len(train.classes))
+        else:
+            root = request.data_root
+            if root is None:
+                raise UserError(
+                    "profile paper needs --data-root pointing at ImageNet (train/ and val/)"
+                )
+            train, val, test = self._imagenet(root)
+            model = build_resnet50(len(train.dataset.classes))
+        size = profile.options["image_size"]
+        return Workload(
             model=model,
-            train_loader=train_loader,
-            val_loader=val_loader,
-            test_loader=test_loader,
-            loss=_make_loss(0.1),
+            train_loader=make_loader(train, request, shuffle=True),
+            val_loader=make_loader(val, request, shuffle=False, shard=False),
+            test_loader=make_loader(test, request, shuffle=False, shard=False),
+            loss=loss,
             evaluate=top1,
-            make_optimizer=lambda params: torch.optim.SGD(
-                params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4
-            ),
-            epochs=20,
-            metric="top1",
-            dataset="sklearn digits (1797 scans, ImageFolder, 60/20/20 stratified)",
-            prunable=prunable,
-            policy=POLICY,
-            partitions={3: stage_partitions(model, prunable, ["layer1", "layer2", "layer3"])},
-            gap_defaults={"partitions": 3, "rounds": 2, "epochs_per_step": 2},
-            # 17 steps per epoch: RigL's 100-step interval would allow only two updates.
-            method_defaults={"rigl": {"delta_t": 20}},
-            lr_schedule="cosine",
-            warmup_epochs=1,
-            flops_batch=(flops_images, torch.zeros(1, dtype=torch.long)),
-            forward=_forward,
-            flops_batch_size=1,
+            forward=forward,
+            example_batch=(torch.zeros(1, 3, size, size), torch.zeros(1, dtype=torch.long)),
+            dataset=profile.dataset if request.data_root is None else f"ImageFolder at {root}",
         )
 
-    def _paper(
-        self, data_root: Path | None, batch_size: int | None, device: torch.device
-    ) -> TaskSetup:
-        if data_root is None:
-            raise UserError(
-                "profile paper needs --data-root pointing at ImageNet (train/ and val/ folders)"
-            )
+    @staticmethod
+    def _imagenet(root):
         norm = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
         train_tf = transforms.Compose(
             [
@@ -131,51 +153,12 @@ class ClassificationTask(Task):
         eval_tf = transforms.Compose(
             [transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(), norm]
         )
-        train_all = image_folder(data_root / "train", train_tf)
-        test = image_folder(data_root / "val", eval_tf)
-        check_same_classes(train_all, test, data_root / "val")
+        train_all = image_folder(root / "train", train_tf)
+        test = image_folder(root / "val", eval_tf)
+        check_same_classes(train_all, test, root / "val")
         # Validation (for any selection) = every 100th training image, held out from training;
         # ImageNet's val/ folder is the test split reported in the leaderboard.
         held = set(range(0, len(train_all), 100))
         train = Subset(train_all, [i for i in range(len(train_all)) if i not in held])
-        val_base = image_folder(data_root / "train", eval_tf)
-        val = Subset(val_base, sorted(held))
-        bs = batch_size or 256
-        workers = 0 if device.type == "cpu" else 8
-        train_loader, val_loader, test_loader = self._loaders(train, val, test, bs, workers)
-        model = build_resnet50(len(train_all.classes))
-        prunable = _prunable(model)
-        stages = ["layer1", "layer2", "layer3", "layer4"]
-        return TaskSetup(
-            model=model,
-            train_loader=train_loader,
-            val_loader=val_loader,
-            test_loader=test_loader,
-            loss=_make_loss(0.1),
-            evaluate=top1,
-            make_optimizer=lambda params: torch.optim.SGD(
-                params, lr=0.1 * bs / 256, momentum=0.9, nesterov=True, weight_decay=1e-4
-            ),
-            epochs=990,  # C-GaP: R=7 rounds x kappa=4 x T=30 + F=150 (GAP_SPEC.md)
-            metric="top1",
-            dataset=f"ImageFolder at {data_root}",
-            prunable=prunable,
-            policy=POLICY,
-            partitions={4: stage_partitions(model, prunable, stages)},
-            gap_defaults={"partitions": 4, "rounds": 7, "epochs_per_step": 30},
-            lr_schedule="cosine",
-            warmup_epochs=5,
-            flops_batch=(torch.zeros(1, 3, 224, 224), torch.zeros(1, dtype=torch.long)),
-            forward=_forward,
-            flops_batch_size=1,
-        )
-
-
-def _make_loss(smoothing: float):
-    criterion = nn.CrossEntropyLoss(label_smoothing=smoothing)
-
-    def loss(model: nn.Module, batch) -> torch.Tensor:
-        images, labels = batch
-        return criterion(model(images), labels)
-
-    return loss
+        val = Subset(image_folder(root / "train", eval_tf), sorted(held))
+        return train, val, test

@@ -59,17 +59,3 @@ def build_tiny_ssd(num_classes: int, size: int = 128) -> SSD:
 def build_ssd300(num_classes: int) -> SSD:
     # No weight downloads here: backbone and detector train from scratch.
     return ssd300_vgg16(weights=None, weights_backbone=None, num_classes=num_classes + 1)
-
-
-def prunable_convs(model: nn.Module, dense: tuple[str, ...]) -> list[str]:
-    """Backbone conv weights except the modules named in `dense` (first conv); the heads (box and
-    class predictors) stay dense."""
-    return [
-        f"{name}.weight"
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Conv2d) and name.startswith("backbone.") and name not in dense
-    ]
-
-
-def group_by_prefix(prunable: list[str], prefixes: list[tuple[str, ...]]) -> list[list[str]]:
-    return [[n for n in prunable if n.startswith(p)] for p in prefixes]

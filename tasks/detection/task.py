@@ -1,5 +1,5 @@
-"""Detection task: profiles `tiny` (generated COCO-format shapes, narrow SSD) and `paper`
-(SSD300-VGG16 on COCO 2017). Metric: COCO mAP@[.5:.95] (primary), mAP@.5, mAP@.75."""
+"""Detection: profiles `tiny` (generated COCO-format shapes, narrow SSD) and `paper` (SSD300-VGG16
+on COCO 2017). Metric: COCO mAP@[.5:.95] (primary), mAP@.5, mAP@.75, by pycocotools."""
 
 from __future__ import annotations
 
@@ -7,33 +7,95 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from gapbench.errors import UserError
-from gapbench.task import Task, TaskSetup, register_task
+from gapbench.registry import register_task
+from gapbench.task import (
+    BuildRequest,
+    LrSchedule,
+    OptimizerRecipe,
+    Profile,
+    Task,
+    Workload,
+    make_loader,
+)
 from tasks.detection.coco import CocoDetection, coco_map, collate, to_coco_results
-from tasks.detection.models import build_ssd300, build_tiny_ssd, group_by_prefix, prunable_convs
+from tasks.detection.models import build_ssd300, build_tiny_ssd
 from tasks.detection.synthetic import VERSION, write_synthetic
 
+# The SSD heads (box and class predictors) stay dense: the task's choice, recorded; backbone and
+# extra-layer convs are prunable, the first conv dense by default (`--dense-layers`).
+HEADS = ("head",)
 
-def _loss(model: nn.Module, batch) -> torch.Tensor:
+PROFILES = {
+    "tiny": Profile(
+        name="tiny",
+        epochs=20,
+        batch_size=32,
+        optimizer=OptimizerRecipe("adamw", lr=2e-3, weight_decay=1e-4),
+        lr_schedule=LrSchedule("cosine", warmup_epochs=1),
+        dataset=f"generated COCO-format shapes v{VERSION} (640/96/96 images, 128 px, 3 classes)",
+        grad_clip=10.0,
+        dense_layers="first",
+        exclude=HEADS,
+        partitions={
+            3: (("backbone.body",), ("backbone.extra1",), ("backbone.extra2", "backbone.extra3"))
+        },
+        method_defaults={
+            "gap": {"partitions": 3, "rounds": 2, "epochs_per_step": 2},
+            "rigl": {"delta_frac": 0.05},
+            "set[variant=rigl]": {"delta_frac": 0.05},
+        },
+        options={"image_size": 128},
+    ),
+    # The SSD recipe: SGD momentum 0.9, wd 5e-4, lr 2e-3 per 32 images, warm-up, cosine; C-GaP
+    # kappa=3, R=2, T=10, F=60 (120 epochs).
+    "paper": Profile(
+        name="paper",
+        epochs=120,
+        batch_size=32,
+        optimizer=OptimizerRecipe(
+            "sgd", lr=2e-3, momentum=0.9, weight_decay=5e-4, reference_batch=32
+        ),
+        lr_schedule=LrSchedule("cosine", warmup_epochs=1),
+        dataset="COCO 2017 (test = val2017)",
+        needs_data_root=True,
+        dense_layers="first",
+        exclude=HEADS,
+        partitions={
+            3: (
+                ("backbone.features",),
+                ("backbone.extra.0",),
+                ("backbone.extra.1", "backbone.extra.2", "backbone.extra.3", "backbone.extra.4"),
+            ),
+            2: (("backbone.features",), ("backbone.extra",)),
+        },
+        method_defaults={
+            "gap": {"partitions": 3, "rounds": 2, "epochs_per_step": 10, "finetune": 60}
+        },
+        options={"image_size": 300},
+    ),
+}
+
+
+def loss(model: nn.Module, batch) -> torch.Tensor:
     images, targets = batch
     return sum(model(images, targets).values())
 
 
-def _forward(model: nn.Module, batch):
+def forward(model: nn.Module, batch):
     images, targets = batch
     return model(images, targets) if model.training else model(images)
 
 
-def _evaluate(model: nn.Module, loader) -> dict[str, float]:
+def evaluate(model: nn.Module, loader) -> dict[str, float]:
     dataset: CocoDetection = loader.dataset
     detections = []
     for images, targets in loader:
         for target, output in zip(targets, model(images)):
             detections += to_coco_results(dataset, int(target["image_id"]), output)
     coco = dataset.coco
-    if len(dataset) < len(coco.getImgIds()):  # a capped split: evaluate on the images used
+    if len(dataset) < len(coco.getImgIds()):  # a held-out part of a split: evaluate on it alone
         from pycocotools.coco import COCO
 
         sub = COCO()
@@ -48,154 +110,52 @@ def _evaluate(model: nn.Module, loader) -> dict[str, float]:
     return coco_map(coco, detections)
 
 
+def _split(root: Path, folder: str, train: bool) -> CocoDetection:
+    return CocoDetection(root / folder, root / "annotations" / f"instances_{folder}.json", train)
+
+
 @register_task("detection")
 class DetectionTask(Task):
     description = (
         "object detection, COCO mAP; tiny: generated shapes + narrow SSD, paper: SSD300-VGG16 COCO"
     )
     metrics = ("mAP", "mAP50", "mAP75")
+    profiles = PROFILES
 
-    def setup(self, profile, data_root, seed, device, batch_size=None, cache_dir=None) -> TaskSetup:
-        if profile == "tiny":
-            root = data_root or write_synthetic(
-                (cache_dir or Path("results/cache/detection")) / f"shapes-v{VERSION}"
+    def build(self, profile: Profile, request: BuildRequest) -> Workload:
+        if profile.name == "tiny":
+            root = request.data_root or write_synthetic(request.cache_dir / f"shapes-v{VERSION}")
+            train, val, test = (
+                _split(root, "train", True),
+                _split(root, "val", False),
+                _split(root, "test", False),
             )
-            splits = {"train": ("train", True), "val": ("val", False), "test": ("test", False)}
-            return self._setup_tiny(root, splits, batch_size)
-        if data_root is None:
-            raise UserError(
-                "profile paper needs --data-root with annotations/instances_{train,val}2017.json and {train,val}2017/"
-            )
-        return self._setup_paper(data_root, batch_size, device)
-
-    def _datasets(self, root: Path, splits: dict[str, tuple[str, bool]], max_images=None):
-        return {
-            key: CocoDetection(
-                root / folder,
-                root / "annotations" / f"instances_{folder}.json",
-                train,
-                max_images.get(key) if max_images else None,
-            )
-            for key, (folder, train) in splits.items()
-        }
-
-    def _loader(self, ds, batch_size, shuffle, workers=0):
-        return DataLoader(
-            ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, num_workers=workers
-        )
-
-    def _setup_tiny(self, root: Path, splits, batch_size) -> TaskSetup:
-        ds = self._datasets(root, splits)
-        num_classes = len(ds["train"].category_ids)
-        model = build_tiny_ssd(num_classes)
-        prunable = prunable_convs(model, dense=("backbone.body.0.0",))
-        bs = batch_size or 32
-        flops_batch = (
-            [torch.zeros(3, 128, 128)],
-            [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}],
-        )
-        return TaskSetup(
-            model=model,
-            train_loader=self._loader(ds["train"], bs, True),
-            val_loader=self._loader(ds["val"], bs, False),
-            test_loader=self._loader(ds["test"], bs, False),
-            loss=_loss,
-            evaluate=_evaluate,
-            make_optimizer=lambda params: torch.optim.AdamW(params, lr=2e-3, weight_decay=1e-4),
-            epochs=20,
-            metric="mAP",
-            dataset="generated COCO-format shapes (640/96/96 images, 128 px, 3 classes)",
-            prunable=prunable,
-            policy={
-                "first_conv": "dense",
-                "box_and_class_predictors": "dense",
-                "backbone_and_extra_convs": "prunable",
-            },
-            partitions={
-                3: group_by_prefix(
-                    prunable,
-                    [
-                        ("backbone.body",),
-                        ("backbone.extra1",),
-                        ("backbone.extra2", "backbone.extra3"),
-                    ],
+            model = build_tiny_ssd(len(train.category_ids))
+        else:
+            root = request.data_root
+            if root is None:
+                raise UserError(
+                    "profile paper needs --data-root with annotations/instances_{train,val}2017.json and {train,val}2017/"
                 )
-            },
-            gap_defaults={"partitions": 3, "rounds": 2, "epochs_per_step": 2},
-            method_defaults={"rigl": {"delta_t": 20}},
-            lr_schedule="cosine",
-            warmup_epochs=1,
-            flops_batch=flops_batch,
-            forward=_forward,
-            flops_batch_size=1,
-            grad_clip=10.0,
-        )
-
-    def _setup_paper(self, root: Path, batch_size, device) -> TaskSetup:
-        # COCO has no public test labels: val2017 is the reported test split; validation for any
-        # selection is the last 1000 training images' worth held out by id order (see README).
-        splits = {
-            "train": ("train2017", True),
-            "val": ("train2017", False),
-            "test": ("val2017", False),
-        }
-        ds = self._datasets(root, splits)
-        train, val = ds["train"], ds["val"]
-        held = max(1, min(1000, len(train.image_ids) // 20))
-        train.image_ids, train.targets = (
-            train.image_ids[:-held] or train.image_ids,
-            train.targets[:-held] or train.targets,
-        )
-        val.image_ids, val.targets = val.image_ids[-held:], val.targets[-held:]
-        num_classes = len(train.category_ids)
-        model = build_ssd300(num_classes)
-        prunable = prunable_convs(model, dense=("backbone.features.0",))
-        bs = batch_size or 32
-        workers = 0 if device.type == "cpu" else 8
-        flops_batch = (
-            [torch.zeros(3, 300, 300)],
-            [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}],
-        )
-        return TaskSetup(
+            # COCO has no public test labels: val2017 is the reported test split; the last 5% of
+            # train2017 (at most 1000 images) is held out as validation.
+            train, val = _split(root, "train2017", True), _split(root, "train2017", False)
+            test = _split(root, "val2017", False)
+            held = max(1, min(1000, len(train.image_ids) // 20))
+            train.image_ids, train.targets = train.image_ids[:-held], train.targets[:-held]
+            val.image_ids, val.targets = val.image_ids[-held:], val.targets[-held:]
+            model = build_ssd300(len(train.category_ids))
+        size = profile.options["image_size"]
+        empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}
+        return Workload(
             model=model,
-            train_loader=self._loader(train, bs, True, workers),
-            val_loader=self._loader(val, bs, False, workers),
-            test_loader=self._loader(ds["test"], bs, False, workers),
-            loss=_loss,
-            evaluate=_evaluate,
-            # The SSD recipe: SGD momentum 0.9, wd 5e-4, lr 2e-3 per 32 images, warm-up, cosine.
-            make_optimizer=lambda params: torch.optim.SGD(
-                params, lr=2e-3 * bs / 32, momentum=0.9, weight_decay=5e-4
-            ),
-            epochs=120,  # C-GaP kappa=3: R=2 rounds x 3 x T=10 + F=60
-            metric="mAP",
-            dataset=f"COCO 2017 at {root} (test = val2017)",
-            prunable=prunable,
-            policy={
-                "first_conv": "dense",
-                "box_and_class_predictors": "dense",
-                "backbone_and_extra_convs": "prunable",
-            },
-            partitions={
-                3: group_by_prefix(
-                    prunable,
-                    [
-                        ("backbone.features",),
-                        ("backbone.extra.0",),
-                        (
-                            "backbone.extra.1",
-                            "backbone.extra.2",
-                            "backbone.extra.3",
-                            "backbone.extra.4",
-                        ),
-                    ],
-                ),
-                2: group_by_prefix(prunable, [("backbone.features",), ("backbone.extra",)]),
-            },
-            gap_defaults={"partitions": 3, "rounds": 2, "epochs_per_step": 10},
-            lr_schedule="cosine",
-            warmup_epochs=1,
-            flops_batch=flops_batch,
-            forward=_forward,
-            flops_batch_size=1,
+            train_loader=make_loader(train, request, shuffle=True, collate_fn=collate),
+            val_loader=make_loader(val, request, shuffle=False, collate_fn=collate, shard=False),
+            test_loader=make_loader(test, request, shuffle=False, collate_fn=collate, shard=False),
+            loss=loss,
+            evaluate=evaluate,
+            forward=forward,
+            example_batch=([torch.zeros(3, size, size)], [empty]),
+            samples=lambda batch: len(batch[0]),  # a list of images
+            dataset=profile.dataset if request.data_root is None else f"COCO at {root}",
         )

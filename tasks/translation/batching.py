@@ -1,7 +1,9 @@
 """Token-based batching: batches bounded by padded tokens, built from length-sorted sentences.
 
 Sorting by length keeps padding low; batches are fixed once, and each epoch only shuffles the order
-of batches with the global torch RNG (which the Trainer seeds per epoch), so runs are resumable.
+of batches with the global torch RNG (which the Trainer seeds per epoch, identically on every rank),
+so runs are resumable. Under data parallelism rank r takes batches r, r+N, ... of that shuffled
+order: each rank builds (pads) only its own batches.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ class TokenBatchLoader:
         references: list[str] | None = None,
         beam: int = 1,
         max_len: int | None = None,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         keep = [
             i
@@ -76,13 +80,17 @@ class TokenBatchLoader:
         self.batches = make_batches(
             [len(s) + 1 for s in self.src], [len(t) + 1 for t in self.tgt], max_tokens
         )
+        self.rank, self.world = rank, world
+        self.samples_per_epoch = len(self.src)  # sentences, all ranks together
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.batches) // self.world
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        order = torch.randperm(len(self.batches)).tolist() if self.shuffle else range(len(self))
-        for b in order:
+        n = len(self.batches)
+        order = torch.randperm(n).tolist() if self.shuffle else list(range(n))
+        mine = order[self.rank :: self.world][: len(self)]
+        for b in mine:
             idx = self.batches[b]
             yield collate(
                 [self.src[i] for i in idx], [self.tgt[i] for i in idx], [self.ids[i] for i in idx]

@@ -185,22 +185,3 @@ class Transformer(nn.Module):
     def forward(self, src: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         memory, mem_mask = self.encode(src)
         return self.decode(prev, memory, mem_mask)
-
-
-def prunable_names(model: Transformer, prune_embeddings: bool) -> list[str]:
-    """Attention projections and FFN matrices in forward order (plus the embedding if chosen)."""
-    names = [
-        n
-        for n, _ in model.named_parameters()
-        if n.endswith(".weight") and ("_proj." in n or ".fc" in n) and n != "output_proj.weight"
-    ]
-    return names + (["output_proj.weight"] if prune_embeddings else [])
-
-
-def layer_groups(names: list[str]) -> list[list[str]]:
-    """Prunable names grouped by Transformer layer, encoder layers first, in forward order."""
-    groups: dict[str, list[str]] = {}
-    for n in names:
-        key = ".".join(n.split(".")[:3]) if n.startswith(("encoder.", "decoder.")) else n
-        groups.setdefault(key, []).append(n)
-    return list(groups.values())

@@ -1,7 +1,15 @@
 """Translation task: profiles `tiny` (synthetic language pair, embedded) and `paper` (WMT14 En-De).
 
-The profile fixes model size, vocabulary, batching, optimizer and the GaP schedule. A `-prune-emb`
-suffix on a profile name makes the shared embedding / output projection prunable too.
+The recipe of each profile fixes model size, vocabulary and decoding; the gapbench Profile fixes
+budget, batch, optimiser, LR schedule, sparsity policy and GaP schedule. A `-prune-emb` suffix on a
+profile name makes the shared embedding / output projection prunable too.
+
+Paper profile vs the official GaP recipe (boone891214/GaP Transformer/scripts/run_DGX1_AMP_8GPU.sh):
+transformer_wmt_en_de_big_t2t (pre-norm), dropout 0.1 (attention and ReLU dropout 0.1), Adam
+(0.9, 0.997) eps 1e-9, lr 8.46e-4 inverse-sqrt with 4000 warm-up updates, label smoothing 0.1,
+no clipping, no weight decay, 5120 tokens per GPU x 8 GPUs per update: the global batch is 40960
+tokens, reached by gradient accumulation on fewer devices. Official runs use AMP (`--precision`).
+All 96 attention and FFN matrices are pruned; embeddings are not (official profiles/*.yaml).
 """
 
 from __future__ import annotations
@@ -15,12 +23,13 @@ import torch
 from torch import nn
 
 from gapbench.errors import UserError
-from gapbench.task import Task, TaskSetup, register_task
+from gapbench.registry import register_task
+from gapbench.task import BuildRequest, LrSchedule, OptimizerRecipe, Profile, Task, Workload
 
 from .batching import TokenBatchLoader
 from .data import is_bpe, read_corpus
 from .metrics import corpus_bleu, label_smoothed_nll
-from .model import ModelConfig, Transformer, layer_groups, prunable_names
+from .model import ModelConfig, Transformer
 from .search import beam_search, greedy
 from .synthetic import write_synthetic
 from .vocab import BpeTokenCodec, Codec, SentencePieceCodec, train_sentencepiece
@@ -30,10 +39,9 @@ SYNTHETIC_VERSION = 2
 
 
 @dataclass(frozen=True)
-class Profile:
-    """Everything a profile decides; tests may override fields (sizes) but keep the code path."""
+class Recipe:
+    """Model, vocabulary and decoding of a profile; tests may shrink sizes but keep the code path."""
 
-    name: str
     dataset: str
     src_lang: str
     tgt_lang: str
@@ -46,25 +54,15 @@ class Profile:
     dropout: float
     attention_dropout: float
     activation_dropout: float
-    max_tokens: int
     max_positions: int
-    lr: float
-    betas: tuple[float, float]
-    weight_decay: float
-    warmup_steps: int
-    epochs: int
     beam: int
     lenpen: float
     label_smoothing: float
-    grad_clip: float | None
-    gap_defaults: dict[str, Any]
-    prune_embeddings: bool = False
 
 
-PROFILES = {
-    "tiny": Profile(
-        name="tiny",
-        dataset="synthetic en-de (embedded)",
+RECIPES = {
+    "tiny": Recipe(
+        dataset="synthetic en-de v2 (embedded)",
         src_lang="en",
         tgt_lang="de",
         vocab_size=320,
@@ -76,22 +74,12 @@ PROFILES = {
         dropout=0.1,
         attention_dropout=0.0,
         activation_dropout=0.0,
-        max_tokens=2048,
         max_positions=256,
-        lr=2e-3,
-        betas=(0.9, 0.98),
-        weight_decay=0.0,
-        warmup_steps=200,
-        epochs=6,
         beam=4,
         lenpen=0.6,
         label_smoothing=0.1,
-        grad_clip=1.0,
-        gap_defaults={"partitions": 2, "rounds": 1, "epochs_per_step": 2, "finetune": 2},
     ),
-    # transformer_wmt_en_de_big_t2t with the GaP paper's optimiser settings.
-    "paper": Profile(
-        name="paper",
+    "paper": Recipe(
         dataset="WMT14 en-de",
         src_lang="en",
         tgt_lang="de",
@@ -101,66 +89,95 @@ PROFILES = {
         heads=16,
         encoder_layers=6,
         decoder_layers=6,
-        dropout=0.3,
+        dropout=0.1,
         attention_dropout=0.1,
         activation_dropout=0.1,
-        max_tokens=3584,
         max_positions=1024,
-        lr=8.46e-4,
-        betas=(0.9, 0.997),
-        weight_decay=0.0,
-        warmup_steps=4000,
-        epochs=340,
         beam=4,
         lenpen=0.6,
         label_smoothing=0.1,
-        grad_clip=0.0,
-        gap_defaults={"partitions": 3, "rounds": 10, "epochs_per_step": 10, "finetune": 40},
     ),
 }
 
 
-def resolve_profile(name: str) -> Profile:
-    """'paper' / 'tiny', optionally with the '-prune-emb' suffix."""
-    base = name.removesuffix(PRUNE_EMB_SUFFIX)
-    if base not in PROFILES:
-        raise UserError(f"translation has no profile {name!r}; choose tiny or paper")
-    profile = PROFILES[base]
-    return replace(profile, prune_embeddings=True) if name.endswith(PRUNE_EMB_SUFFIX) else profile
+def layer_partitions(encoder: int, decoder: int, kappa: int) -> tuple[tuple[str, ...], ...]:
+    """kappa consecutive runs of Transformer layers with equal layer counts (the official rule:
+    kappa=2 encoder|decoder, 3 thirds, 6 pairs); a prunable embedding joins the last one."""
+    layers = [f"encoder.layers.{i}" for i in range(encoder)] + [
+        f"decoder.layers.{i}" for i in range(decoder)
+    ]
+    bounds = [round(i * len(layers) / kappa) for i in range(kappa + 1)]
+    parts = [tuple(layers[bounds[i] : bounds[i + 1]]) for i in range(kappa)]
+    parts[-1] = (*parts[-1], "output_proj")
+    return tuple(parts)
 
 
-def kappa_partitions(groups: list[list[str]], kappa: int) -> list[list[str]]:
-    """Cut the per-layer groups (forward order) into kappa consecutive runs of equal layer count."""
-    n = len(groups)
-    bounds = [round(i * n / kappa) for i in range(kappa + 1)]
-    return [sum(groups[bounds[i] : bounds[i + 1]], []) for i in range(kappa)]
+def _profile(name: str, recipe: Recipe, prune_emb: bool, **kw: Any) -> Profile:
+    layers = (recipe.encoder_layers, recipe.decoder_layers)
+    kappas = [k for k in (2, 3, 6) if k <= sum(layers)]
+    return Profile(
+        name=name,
+        dataset=recipe.dataset,
+        dense_layers="none",
+        exclude=() if prune_emb else ("output_proj",),
+        partitions={k: layer_partitions(*layers, k) for k in kappas},
+        needs_data_root=name.startswith("paper"),
+        batch_unit="tokens",
+        options={"recipe": recipe, "prune_embeddings": prune_emb},
+        **kw,
+    )
 
 
-def build_partitions(names: list[str], kappas: tuple[int, ...]) -> dict[int, list[list[str]]]:
-    """Paper partitions: kappa=2 encoder|decoder, 3 by thirds of the layers, 6 pairs of layers.
+_PROFILE_FIELDS = (
+    "epochs",
+    "batch_size",
+    "device_batch",
+    "optimizer",
+    "lr_schedule",
+    "grad_clip",
+    "method_defaults",
+)
 
-    A prunable embedding joins the last partition (it is the output projection too).
-    """
-    emb = [n for n in names if n == "output_proj.weight"]
-    groups = layer_groups([n for n in names if n not in emb])
-    out: dict[int, list[list[str]]] = {}
-    for k in kappas:
-        if k <= len(groups):
-            parts = kappa_partitions(groups, k)
-            parts[-1] = parts[-1] + emb
-            out[k] = parts
+
+def _profiles() -> dict[str, Profile]:
+    tiny = dict(
+        epochs=6,
+        batch_size=2048,
+        optimizer=OptimizerRecipe("adam", lr=2e-3, betas=(0.9, 0.98), eps=1e-8),
+        lr_schedule=LrSchedule("inverse_sqrt", warmup_steps=200),
+        grad_clip=1.0,
+        method_defaults={
+            "gap": {"partitions": 2, "rounds": 1, "epochs_per_step": 2, "finetune": 2},
+            "rigl": {"delta_frac": 0.05},
+            "set[variant=rigl]": {"delta_frac": 0.05},
+        },
+    )
+    paper = dict(
+        epochs=340,
+        batch_size=40960,
+        device_batch=5120,
+        optimizer=OptimizerRecipe("adam", lr=8.46e-4, betas=(0.9, 0.997), eps=1e-9),
+        lr_schedule=LrSchedule("inverse_sqrt", warmup_steps=4000),
+        method_defaults={
+            "gap": {"partitions": 3, "rounds": 10, "epochs_per_step": 10, "finetune": 40},
+        },
+    )
+    out = {}
+    for base, kw in (("tiny", tiny), ("paper", paper)):
+        for suffix, prune in (("", False), (PRUNE_EMB_SUFFIX, True)):
+            out[base + suffix] = _profile(base + suffix, RECIPES[base], prune, **kw)
     return out
 
 
-def build_codec(profile: Profile, root: Path, train_src: list[str], cache: Path) -> Codec:
+def build_codec(recipe: Recipe, root: Path, train_src: list[str], cache: Path) -> Codec:
     """Keep an existing BPE segmentation; otherwise train (or reuse) a joint sentencepiece model."""
     if is_bpe(train_src):
         from .data import read_lines
 
-        lines = train_src + read_lines(root / f"train.{profile.tgt_lang}")
-        return BpeTokenCodec.from_corpus(lines, profile.tgt_lang)
-    files = [root / f"train.{profile.src_lang}", root / f"train.{profile.tgt_lang}"]
-    return SentencePieceCodec(train_sentencepiece(files, profile.vocab_size, cache / "spm"))
+        lines = train_src + read_lines(root / f"train.{recipe.tgt_lang}")
+        return BpeTokenCodec.from_corpus(lines, recipe.tgt_lang)
+    files = [root / f"train.{recipe.src_lang}", root / f"train.{recipe.tgt_lang}"]
+    return SentencePieceCodec(train_sentencepiece(files, recipe.vocab_size, cache / "spm"))
 
 
 def evaluate(
@@ -189,44 +206,40 @@ def forward_batch(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Ten
     return model(batch["src"], batch["prev"])
 
 
-def make_adam(params: Any, profile: Profile) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(
-        params, lr=profile.lr, betas=profile.betas, eps=1e-8, weight_decay=profile.weight_decay
-    )
-
-
 @register_task("translation")
 class TranslationTask(Task):
     """Encoder-decoder Transformer translation; metric: sacrebleu BLEU on the test split."""
 
     description = "Transformer translation (tiny: synthetic en-de; paper: Transformer-big WMT14)"
-    profiles = ("tiny", "paper", "tiny" + PRUNE_EMB_SUFFIX, "paper" + PRUNE_EMB_SUFFIX)
     metrics = ("bleu",)
+    profiles = _profiles()
 
     def __init__(self, **overrides: Any) -> None:
-        self.overrides = overrides  # Profile fields (tests shrink the paper model this way)
+        # Recipe fields (tests shrink the paper model this way); partitions follow the layers.
+        if overrides:
+            self.profiles = {
+                name: _profile(
+                    name,
+                    replace(p.options["recipe"], **overrides),
+                    p.options["prune_embeddings"],
+                    **{k: getattr(p, k) for k in _PROFILE_FIELDS},
+                )
+                for name, p in type(self).profiles.items()
+            }
 
-    def setup(
-        self,
-        profile: str,
-        data_root: Path | None,
-        seed: int,
-        device: torch.device,
-        batch_size: int | None = None,
-        cache_dir: Path | None = None,
-    ) -> TaskSetup:
-        prof = replace(resolve_profile(profile), **self.overrides)
-        cache = Path(cache_dir) if cache_dir is not None else Path("results/cache/translation")
-        if data_root is None:
-            if prof.name == "paper":
+    def build(self, profile: Profile, request: BuildRequest) -> Workload:
+        recipe = profile.options["recipe"]
+        cache = request.cache_dir
+        if request.data_root is None:
+            if profile.needs_data_root:
                 raise UserError(
                     "profile paper needs --data-root with train/valid/test .en/.de files (WMT14)"
                 )
             root = write_synthetic(cache / f"synthetic-v{SYNTHETIC_VERSION}")
         else:
-            root = Path(data_root)
-        corpus = read_corpus(root, prof.src_lang, prof.tgt_lang)
-        codec = build_codec(prof, root, corpus["train"].src, cache)
+            root = Path(request.data_root)
+        corpus = read_corpus(root, recipe.src_lang, recipe.tgt_lang)
+        codec = build_codec(recipe, root, corpus["train"].src, cache)
         enc = {
             split: ([codec.encode(s) for s in part.src], [codec.encode(t) for t in part.tgt])
             for split, part in corpus.items()
@@ -235,67 +248,60 @@ class TranslationTask(Task):
             split: [codec.postprocess_reference(t) for t in part.tgt]
             for split, part in corpus.items()
         }
-        max_tokens = batch_size or prof.max_tokens
+        max_tokens = request.batch_size
         train = TokenBatchLoader(
-            *enc["train"], max_tokens, shuffle=True, max_len=prof.max_positions
+            *enc["train"],
+            max_tokens,
+            shuffle=True,
+            max_len=recipe.max_positions,
+            rank=request.rank,
+            world=request.world,
         )
         if len(train.src) == 0:
-            raise UserError(f"{root / ('train.' + prof.src_lang)}: no sentence fits max_positions")
+            raise UserError(
+                f"{root / ('train.' + recipe.src_lang)}: no sentence fits max_positions"
+            )
         val = TokenBatchLoader(*enc["valid"], max_tokens, False, refs["valid"], beam=1)
-        test = TokenBatchLoader(*enc["test"], max_tokens, False, refs["test"], beam=prof.beam)
+        test = TokenBatchLoader(*enc["test"], max_tokens, False, refs["test"], beam=recipe.beam)
 
-        torch.manual_seed(seed)
+        torch.manual_seed(request.seed)
         cfg = ModelConfig(
             vocab_size=len(codec),
-            d_model=prof.d_model,
-            ffn_dim=prof.ffn_dim,
-            heads=prof.heads,
-            encoder_layers=prof.encoder_layers,
-            decoder_layers=prof.decoder_layers,
-            dropout=prof.dropout,
-            attention_dropout=prof.attention_dropout,
-            activation_dropout=prof.activation_dropout,
-            max_positions=prof.max_positions,
+            d_model=recipe.d_model,
+            ffn_dim=recipe.ffn_dim,
+            heads=recipe.heads,
+            encoder_layers=recipe.encoder_layers,
+            decoder_layers=recipe.decoder_layers,
+            dropout=recipe.dropout,
+            attention_dropout=recipe.attention_dropout,
+            activation_dropout=recipe.activation_dropout,
+            max_positions=recipe.max_positions,
         )
-        model = Transformer(cfg).to(device)
-        prunable = prunable_names(model, prof.prune_embeddings)
-        flops_batch = next(iter(TokenBatchLoader(*enc["valid"], max_tokens, False)))
-        return TaskSetup(
+        model = Transformer(cfg)
+        example = next(iter(TokenBatchLoader(*enc["valid"], max_tokens, False)))
+        return Workload(
             model=model,
             train_loader=train,
             val_loader=val,
             test_loader=test,
-            loss=partial(translation_loss, eps=prof.label_smoothing),
-            evaluate=partial(evaluate, codec=codec, lenpen=prof.lenpen),
-            make_optimizer=partial(make_adam, profile=prof),
-            epochs=prof.epochs,
-            metric="bleu",
-            dataset=prof.dataset if data_root is None else f"{prof.dataset} ({root})",
-            prunable=prunable,
-            policy={
-                "prunable": "attention q/k/v/out projections and both FFN matrices of every layer",
-                "embeddings_and_output_projection": "pruned" if prof.prune_embeddings else "dense",
-                "biases_layernorms_positions": "dense",
-                "bpe_input": is_bpe(corpus["train"].src),
-            },
-            partitions=build_partitions(prunable, (2, 3, 6)),
-            gap_defaults=dict(prof.gap_defaults),
-            lr_schedule="inverse_sqrt",
-            warmup_steps=prof.warmup_steps,
-            flops_batch=flops_batch,
+            loss=partial(translation_loss, eps=recipe.label_smoothing),
+            evaluate=partial(evaluate, codec=codec, lenpen=recipe.lenpen),
             forward=forward_batch,
-            flops_batch_size=int(flops_batch["src"].size(0)),
-            grad_clip=prof.grad_clip or None,
+            example_batch=example,
+            example_samples=int(example["src"].size(0)),
+            dataset=recipe.dataset if request.data_root is None else f"{recipe.dataset} ({root})",
             extra={
                 "vocab_size": len(codec),
-                "max_tokens": max_tokens,
-                "beam": prof.beam,
-                "lenpen": prof.lenpen,
+                "max_tokens_per_device": max_tokens,
+                "beam": recipe.beam,
+                "lenpen": recipe.lenpen,
+                "bpe_input": is_bpe(corpus["train"].src),
+                "embeddings": "pruned" if profile.options["prune_embeddings"] else "dense",
                 "model": {
-                    "d_model": prof.d_model,
-                    "ffn_dim": prof.ffn_dim,
-                    "heads": prof.heads,
-                    "layers": [prof.encoder_layers, prof.decoder_layers],
+                    "d_model": recipe.d_model,
+                    "ffn_dim": recipe.ffn_dim,
+                    "heads": recipe.heads,
+                    "layers": [recipe.encoder_layers, recipe.decoder_layers],
                 },
                 "train_sentences": len(train.src),
             },

@@ -3,42 +3,43 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from gapbench.results import atomic_write_text, load_records
+from gapbench.report.atomic import atomic_write_text
+from gapbench.report.records import RunRecord, load_records
 
 GROUP = ["task", "profile", "epochs", "method", "distribution", "sparsity"]
 
 
-def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+def records_frame(records: list[RunRecord]) -> pd.DataFrame:
     """One row per complete run, with the numbers the leaderboard aggregates."""
     rows = []
     for r in records:
-        if r.get("status") != "complete":
+        if r.status != "complete":
             continue
+        dense_budget = r.flops.get("dense_train_budget") or float("nan")
         row = {
-            "task": r["task"],
-            "profile": r["profile"],
-            "dataset": r["dataset"],
-            "method": r["method"],
-            "distribution": r["distribution"],
-            "sparsity": r["target_sparsity"] if r["method"] != "dense" else 0.0,
-            "seed": r["seed"],
-            "epochs": r["budget"]["comparison_epochs"],
-            "metric": r["metric"],
-            "measured_sparsity": r["measured_sparsity"],
-            "train_flops_rel": r["train_flops"] / r["dense_train_flops"]
-            if r["dense_train_flops"]
+            "task": r.task,
+            "profile": r.profile,
+            "dataset": r.dataset,
+            "method": r.method,
+            "distribution": r.distribution,
+            "sparsity": r.sparsity,
+            "seed": r.seed,
+            "epochs": r.epochs,
+            "metric": r.metric,
+            "measured_sparsity": r.measured_sparsity,
+            "conv_linear_density": r.conv_linear_density,
+            # Against dense training over the comparison's budget, for every method alike.
+            "train_flops_rel": r.flops["train"] / dense_budget,
+            "inference_flops": r.flops["inference"],
+            "inference_flops_rel": r.flops["inference"] / r.flops["dense_inference"]
+            if r.flops.get("dense_inference")
             else float("nan"),
-            "inference_flops": r["inference_flops"],
-            "inference_flops_rel": r["inference_flops"] / r["dense_inference_flops"]
-            if r["dense_inference_flops"]
-            else float("nan"),
-            "wall_time_s": r["wall_time_s"],
+            "wall_time_s": r.wall_time_s,
         }
-        for key, value in r["metrics"].items():
+        for key, value in r.metrics.items():
             row[f"m:{key}"] = value
         rows.append(row)
     return pd.DataFrame(rows)
@@ -70,6 +71,7 @@ def leaderboard_frame(df: pd.DataFrame) -> pd.DataFrame:
                 row[col[2:]] = _mean_std(g[col])
         row["n"] = len(g)
         row["measured_sparsity"] = round(g["measured_sparsity"].mean(), 6)
+        row["conv_linear_density"] = round(g["conv_linear_density"].mean(), 4)
         row["train_flops_vs_dense"] = round(g["train_flops_rel"].mean(), 4)
         row["inference_flops_vs_dense"] = round(g["inference_flops_rel"].mean(), 4)
         row["inference_gflops"] = round(g["inference_flops"].mean() / 1e9, 6)
@@ -100,6 +102,7 @@ def to_markdown(table: pd.DataFrame) -> str:
                 "score_mean",
                 "n",
                 "measured_sparsity",
+                "conv_linear_density",
                 "train_flops_vs_dense",
                 "inference_flops_vs_dense",
                 "inference_gflops",
@@ -115,6 +118,7 @@ def to_markdown(table: pd.DataFrame) -> str:
             *extra,
             "n",
             "measured sparsity",
+            "conv+linear density",
             "train FLOPs vs dense",
             "inference FLOPs vs dense",
             "epochs",
@@ -136,6 +140,7 @@ def to_markdown(table: pd.DataFrame) -> str:
                 *[str(r[c]) if pd.notna(r[c]) else "" for c in extra],
                 str(r["n"]),
                 f"{r['measured_sparsity']:.4f}",
+                f"{r['conv_linear_density']:.3f}",
                 f"{r['train_flops_vs_dense']:.3f}",
                 f"{r['inference_flops_vs_dense']:.3f}",
                 str(r["epochs"]),
@@ -147,7 +152,7 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 def write_leaderboard(out: Path) -> pd.DataFrame:
     """Read every record under `out`; write leaderboard.csv, leaderboard.md and plots there."""
-    from gapbench.plots import plot_leaderboard
+    from gapbench.report.plots import plot_leaderboard
 
     table = leaderboard_frame(records_frame(load_records(out)))
     csv = table.drop(columns=["score_mean"], errors="ignore").to_csv(index=False)

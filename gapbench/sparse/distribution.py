@@ -71,25 +71,31 @@ def erk_counts(shapes: Sequence[Sequence[int]], sparsity: float) -> list[int]:
     return _round_to_total(ideal, sizes, total)
 
 
-def global_counts(weights: Sequence[torch.Tensor], sparsity: float) -> list[int]:
-    """One magnitude threshold across all layers: keep the globally largest |w| (ties by position)."""
-    sizes = [w.numel() for w in weights]
-    total = total_keep(sizes, sparsity)
-    if total == 0:
+def global_counts_total(scores: Sequence[torch.Tensor], total: int) -> list[int]:
+    """Keep the `total` globally largest scores (ties by position); per-layer counts.
+
+    Scores are magnitudes |w|; callers mark dead entries with -1 so they rank last."""
+    sizes = [s.numel() for s in scores]
+    if total <= 0:
         return [0] * len(sizes)
-    flat = torch.cat([w.detach().abs().flatten().float().cpu() for w in weights])
-    keep = torch.topk(flat, total, sorted=False).indices
+    flat = torch.cat([s.detach().flatten().float().cpu() for s in scores])
+    order = torch.sort(flat, descending=True, stable=True).indices[:total]
     owner = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
-    return torch.bincount(owner[keep], minlength=len(sizes)).tolist()
+    return torch.bincount(owner[order], minlength=len(sizes)).tolist()
+
+
+def global_counts(scores: Sequence[torch.Tensor], sparsity: float) -> list[int]:
+    """One magnitude threshold across all layers at `sparsity`."""
+    return global_counts_total(scores, total_keep([s.numel() for s in scores], sparsity))
 
 
 def keep_counts(
     distribution: str,
     shapes: Sequence[Sequence[int]],
     sparsity: float,
-    weights: Sequence[torch.Tensor] | None = None,
+    scores: Sequence[torch.Tensor] | None = None,
 ) -> list[int]:
-    """Dispatch by name; `weights` is needed only for `global`."""
+    """Dispatch by name; `scores` (|w|, -1 where dead) are needed only for `global`."""
     if not 0.0 <= sparsity < 1.0:
         raise UserError(f"sparsity {sparsity} is outside [0, 1); pass e.g. --sparsity 0.9")
     if distribution == "uniform":
@@ -97,9 +103,9 @@ def keep_counts(
     if distribution == "erk":
         return erk_counts(shapes, sparsity)
     if distribution == "global":
-        if weights is None:
-            raise ValueError("global distribution needs the weights")
-        return global_counts(weights, sparsity)
+        if scores is None:
+            raise ValueError("global distribution needs the weights' magnitudes")
+        return global_counts(scores, sparsity)
     raise UserError(
         f"unknown distribution {distribution!r}; choose one of {', '.join(DISTRIBUTIONS)}"
     )

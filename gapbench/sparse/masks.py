@@ -1,7 +1,10 @@
-"""MaskSet: one bool mask per prunable tensor, applied to weights, gradients and optimizer state.
+"""MaskSet: one bool mask per prunable tensor, and the only code that changes a mask.
 
-Masks are stored as torch.bool (1 byte per weight). A tensor whose mask is all ones is flagged
-dense so the hot path skips it (GaP's grown partition, dense layers of ERK).
+Masks are stored as torch.bool (1 byte per weight) and multiplied through a uint8 view of the same
+storage, which is as fast as a float mask and a quarter of its memory. A tensor whose mask is all
+ones is flagged dense, so the hot path skips it (GaP's grown partition, dense layers of ERK).
+Changing a mask zeroes the weights it removes and the optimizer state of every entry whose mask
+changed, so a regrown weight starts at zero with fresh state.
 """
 
 from __future__ import annotations
@@ -37,33 +40,34 @@ class MaskSet:
         self.masks: dict[str, torch.Tensor] = {
             n: torch.ones_like(p, dtype=torch.bool) for n, p in self.params.items()
         }
-        self._dense: dict[str, bool] = {n: True for n in self.names}
+        self._counts: dict[str, int] = {n: p.numel() for n, p in self.params.items()}
         self.version = 0  # bumped on every mask change; lets callers cache derived numbers
+        self._refresh()
 
     # ---- reading -----------------------------------------------------------------------------
     def numel(self, name: str) -> int:
         return self.masks[name].numel()
 
     def count(self, name: str) -> int:
-        return int(self.masks[name].sum())
+        return self._counts[name]
+
+    def counts(self) -> dict[str, int]:
+        return dict(self._counts)
 
     def density(self, name: str) -> float:
-        return self.count(name) / self.numel(name)
-
-    def densities(self) -> dict[str, float]:
-        return {n: self.density(n) for n in self.names}
+        return self._counts[name] / self.numel(name)
 
     def total(self) -> int:
         return sum(self.numel(n) for n in self.names)
 
     def alive(self) -> int:
-        return sum(self.count(n) for n in self.names)
+        return sum(self._counts.values())
 
     def overall_sparsity(self) -> float:
         return 1.0 - self.alive() / max(1, self.total())
 
     def is_dense(self, name: str) -> bool:
-        return self._dense[name]
+        return self._counts[name] == self.numel(name)
 
     # ---- writing -----------------------------------------------------------------------------
     def set_mask(
@@ -75,28 +79,36 @@ class MaskSet:
         changed = mask ^ self.masks[name]
         n_changed = int(changed.sum())
         self.masks[name] = mask
-        self._dense[name] = bool(mask.all())
+        self._counts[name] = int(mask.sum())
         with torch.no_grad():
             self.params[name].masked_fill_(~mask, 0.0)
         if optimizer is not None and n_changed:
             clear_optimizer_state(optimizer, self.params[name], changed)
-        self.version += 1
+        self._refresh()
         return n_changed
 
-    def apply(self) -> None:
-        """Zero pruned weights (after every optimizer step)."""
-        with torch.no_grad():
-            for n in self.names:
-                if not self._dense[n]:
-                    # A uint8 view of the bool storage multiplies several times faster than bool.
-                    self.params[n].mul_(self.masks[n].view(torch.uint8))
+    def _refresh(self) -> None:
+        self._active = [n for n in self.names if not self.is_dense(n)]
+        self._u8 = [self.masks[n].view(torch.uint8) for n in self._active]
+        self._weights = [self.params[n] for n in self._active]
+        self.version += 1
 
-    def apply_to_grads(self) -> None:
-        """Zero gradients of pruned weights (before the optimizer step) so no state accumulates."""
-        for n in self.names:
-            grad = self.params[n].grad
-            if grad is not None and not self._dense[n]:
-                grad.mul_(self.masks[n].view(torch.uint8))
+    def apply(self) -> None:
+        """Zero pruned weights."""
+        if self._active:
+            with torch.no_grad():
+                torch._foreach_mul_(self._weights, self._u8)
+
+    def mask_grads(self) -> None:
+        """Zero gradients of pruned weights, so no optimizer state accumulates on them."""
+        grads = [p.grad for p in self._weights]
+        if any(g is None for g in grads):
+            pairs = [(g, m) for g, m in zip(grads, self._u8) if g is not None]
+            grads, masks = [g for g, _ in pairs], [m for _, m in pairs]
+        else:
+            masks = self._u8
+        if grads:
+            torch._foreach_mul_(grads, masks)
 
     # ---- persistence -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -106,8 +118,8 @@ class MaskSet:
         for n in self.names:
             m = state[n].to(self.params[n].device, dtype=torch.bool)
             self.masks[n] = m
-            self._dense[n] = bool(m.all())
-        self.version += 1
+            self._counts[n] = int(m.sum())
+        self._refresh()
 
     def checksum(self) -> str:
         """Hash of all masks, to check that data-parallel ranks agree."""

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gapbench.masks import MaskSet
+from gapbench.sparse.masks import MaskSet
 
 COUNTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 

@@ -1,0 +1,1 @@
+"""The engine: budget, FLOPs, the step loop, the Trainer, devices and data parallelism."""

@@ -1,0 +1,97 @@
+"""Devices and data-parallel training under torchrun: one process per device.
+
+Launch:  torchrun --nproc_per_node N -m gapbench run --task ... --device cuda
+Every rank builds the same model and masks from the same seeds; a DistributedSampler gives each
+rank its own share of every epoch (no rank reads another's samples) and DDP averages gradients.
+The recipe is defined on the global batch: the per-rank batch is global / (ranks x accumulation).
+Mask checksums are compared across ranks after setup and after every epoch (the official GaP code
+drew masks per rank). Only rank 0 evaluates and writes checkpoints and records.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from gapbench.errors import UserError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(spec: str) -> torch.device:
+    """`auto` (cuda when available), `cpu`, `cuda`, `cuda:N`, `mps`; one clear error otherwise."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError as exc:
+        raise UserError(
+            f"--device {spec!r} is not a device; use auto, cpu, cuda or cuda:N"
+        ) from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {spec}: no CUDA GPU is available here; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(
+                f"--device {spec}: only {torch.cuda.device_count()} GPU(s) here; pick cuda:0.."
+            )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {spec}: MPS is not available here; use --device cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device {spec!r} is not supported; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def world_from_env() -> DistInfo:
+    """Rank and world size as torchrun describes them (no process group needed)."""
+    return DistInfo(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
+
+
+def init_from_env(device: torch.device) -> tuple[DistInfo, torch.device]:
+    """Join the process group torchrun describes in the environment (no-op when not launched)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo(), device
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return DistInfo(dist.get_rank(), dist.get_world_size()), device
+
+
+def wrap(model: nn.Module, info: DistInfo) -> nn.Module:
+    if not info.enabled:
+        return model
+    return nn.parallel.DistributedDataParallel(model)
+
+
+def check_same_on_all_ranks(value: str, info: DistInfo, what: str) -> None:
+    """Raise if ranks disagree (e.g. on the mask checksum)."""
+    if not info.enabled:
+        return
+    values: list[str | None] = [None] * info.world_size
+    dist.all_gather_object(values, value)
+    if len(set(values)) != 1:
+        raise RuntimeError(f"{what} differs across ranks: {values}")
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()

@@ -1,0 +1,337 @@
+"""The Trainer: one built task (Workload) and one method under one budget -> a RunResult.
+
+It measures dense FLOPs once, selects the prunable tensors from the profile's policy, lets the
+method plan and set up its masks, drives the StepLoop epoch by epoch (checkpointing atomically
+after each), settles and checks exact sparsity, and evaluates the final model on the test split.
+It knows no method and no task by name.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from gapbench.engine import distributed
+from gapbench.engine.distributed import DistInfo
+from gapbench.engine.flops import FlopsLedger, measure_forward_flops
+from gapbench.engine.loop import StepLoop, batch_samples
+from gapbench.report.atomic import atomic_torch_save
+from gapbench.sparse.distribution import total_keep
+from gapbench.sparse.masks import MaskSet
+from gapbench.sparse.method import Budget, Context, Method
+from gapbench.sparse.partition import partitions_by_prefix
+from gapbench.sparse.selection import Selection, select_prunable
+from gapbench.task import DeviceLoader, Profile, Workload, move_to_device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The resolved run, as far as training is concerned."""
+
+    epochs: int  # the comparison budget (per worker for P-GaP)
+    sparsity: float
+    distribution: str
+    dense_layers: tuple[str, ...]
+    seed: int
+    global_batch: int  # samples (or tokens) per optimizer step over all ranks
+    accumulate: int = 1
+    precision: str = "fp32"
+    max_steps: int | None = None
+    channels_last: bool = False
+    compile: bool = False
+    checkpoint: Path | None = None
+
+
+@dataclass
+class RunResult:
+    """What a finished run measured; the record is built from these values alone."""
+
+    metrics: dict[str, float]
+    val_metrics: dict[str, float]
+    history: list[dict[str, Any]]
+    steps_run: int
+    stopped_early: bool
+    wall_time_s: float
+    budget: dict[str, Any]
+    plan_points: dict[str, Any]
+    method_log: dict[str, Any]
+    per_layer: dict[str, dict[str, int]]
+    policy: dict[str, Any]
+    flops: dict[str, float]
+    params_total: int
+    params_alive: int
+    conv_linear_total: int
+    conv_linear_alive: int
+    world_size: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def recalibrate_batchnorm(
+    model: nn.Module, workload: Workload, device: torch.device, batches: int
+) -> None:
+    """Re-estimate batch-norm running statistics from a few training batches (after a merge)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the recalibration batches
+    was_training = model.training
+    model.train()
+    move = workload.to_device or move_to_device
+    with torch.no_grad():
+        for i, batch in enumerate(workload.train_loader):
+            if i >= batches:
+                break
+            workload.forward(model, move(batch, device))
+    for bn, m in zip(bns, momenta):
+        bn.momentum = m
+    model.train(was_training)
+
+
+class Trainer:
+    def __init__(
+        self,
+        profile: Profile,
+        workload: Workload,
+        method: Method,
+        settings: TrainSettings,
+        device: torch.device,
+        dist: DistInfo | None = None,
+    ):
+        self.profile, self.workload, self.method = profile, workload, method
+        self.settings, self.device = settings, device
+        self.dist = dist or DistInfo()
+        self.move = workload.to_device or move_to_device
+
+    # ---- build -------------------------------------------------------------------------------
+    def _probe_flops(self) -> tuple[dict[str, float], list[str]]:
+        w = self.workload
+        batch = self.move(w.example_batch, self.device)
+        flops, order = measure_forward_flops(self.model, lambda: w.forward(self.model, batch))
+        return {k: v / max(1, w.example_samples) for k, v in flops.items()}, order
+
+    def build(self) -> None:
+        s, w = self.settings, self.workload
+        seed_everything(s.seed)
+        self.model = w.model.to(self.device)
+        if s.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        flops, order = self._probe_flops()
+        self.selection: Selection = select_prunable(
+            self.model, self.profile.exclude, s.dense_layers, order
+        )
+        prunable = self.selection.prunable
+        self.masks = MaskSet(self.model, prunable)
+        self.ledger = FlopsLedger(flops, self.masks)
+        self.optimizer = self.profile.optimizer.build(self.model.parameters(), s.global_batch)
+        self.steps_per_epoch = max(1, len(w.train_loader) // s.accumulate)  # type: ignore[arg-type]
+        train_samples = getattr(w.train_loader, "samples_per_epoch", None) or len(
+            getattr(w.train_loader, "dataset", [])
+        )
+        self.train_samples = int(train_samples) or self.steps_per_epoch
+        samples_per_step = max(1, round(self.train_samples / self.steps_per_epoch))
+        comparison = Budget(s.epochs, self.steps_per_epoch, samples_per_step)
+        self.plan = self.method.plan(comparison)
+        self.budget = Budget(self.plan.epochs, self.steps_per_epoch, samples_per_step)
+        partitions = {
+            k: partitions_by_prefix(prunable, groups)
+            for k, groups in self.profile.partitions.items()
+        }
+        ctx = Context(
+            model=self.model,
+            optimizer=self.optimizer,
+            masks=self.masks,
+            budget=self.budget,
+            sparsity=s.sparsity,
+            distribution=s.distribution,
+            seed=s.seed,
+            forward_order=[n for n in order if n in set(prunable)] or prunable,
+            partitions=partitions,
+            dense_weights=self.selection.dense_layers + self.selection.excluded,
+            recalibrate_bn=lambda n: recalibrate_batchnorm(self.model, w, self.device, n),
+        )
+        self.method.setup(ctx)
+        distributed.check_same_on_all_ranks(self.masks.checksum(), self.dist, "initial masks")
+        train_module = distributed.wrap(self.model, self.dist)
+        if s.compile:
+            train_module = torch.compile(train_module)
+        self.loop = StepLoop(
+            self.model,
+            self.optimizer,
+            self.masks,
+            self.method,
+            self.plan,
+            w.loss,
+            total_steps=self.budget.total_steps,
+            lr_kind=self.profile.lr_schedule.kind,
+            warmup=self.profile.lr_schedule.warmup(self.steps_per_epoch),
+            grad_clip=self.profile.grad_clip,
+            precision=s.precision,
+            ledger=self.ledger,
+            samples=w.samples or batch_samples,
+            world=self.dist.world_size,
+            train_module=train_module,
+        )
+
+    # ---- checkpoint --------------------------------------------------------------------------
+    def _save(self, epoch: int, history: list[dict], elapsed: float) -> None:
+        path = self.settings.checkpoint
+        if path is None or not self.dist.is_main:
+            return
+        state = {
+            "epoch": epoch,
+            "step": self.loop.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "method": self.method.state_dict(),
+            "ledger": self.ledger.state_dict(),
+            "scaler": self.loop.scaler.state_dict() if self.loop.scaler else None,
+            "history": history,
+            "elapsed": elapsed,
+        }
+        atomic_torch_save(state, path)
+
+    def _load(self) -> tuple[int, list[dict], float]:
+        state = torch.load(self.settings.checkpoint, map_location=self.device)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.method.load_state_dict(state["method"])
+        self.ledger.load_state_dict(state["ledger"])
+        if self.loop.scaler and state["scaler"]:
+            self.loop.scaler.load_state_dict(state["scaler"])
+        self.loop.step = state["step"]
+        return state["epoch"], state["history"], state["elapsed"]
+
+    # ---- run ---------------------------------------------------------------------------------
+    def _epoch_batches(self):
+        for batch in self.workload.train_loader:
+            yield self.move(batch, self.device)
+
+    def run(
+        self, resume: bool = False, stop_after_epoch: int | None = None, label: str = ""
+    ) -> RunResult | None:
+        """Train and evaluate; None if stopped by `stop_after_epoch` (resume tests)."""
+        start = time.time()
+        self.build()
+        s = self.settings
+        first_epoch, history, elapsed_before = 0, [], 0.0
+        checkpoint = s.checkpoint
+        if resume and checkpoint is not None and checkpoint.exists():
+            first_epoch, history, elapsed_before = self._load()
+        stopped = False
+        epochs = range(first_epoch, self.plan.epochs)
+        for epoch in tqdm(epochs, desc=label, disable=None, leave=False):
+            seed_everything(s.seed * 100_003 + epoch)
+            sampler = getattr(self.workload.train_loader, "sampler", None)
+            for target in (sampler, self.workload.train_loader):
+                if hasattr(target, "set_epoch"):
+                    target.set_epoch(epoch)
+            stats = self.loop.run_epoch(
+                epoch, self._epoch_batches(), s.accumulate, self.steps_per_epoch, s.max_steps
+            )
+            stopped = stats.stopped
+            history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": round(float(np.mean(stats.losses)), 6) if stats.losses else None,
+                    "steps": self.loop.step,
+                    "sparsity": round(self.masks.overall_sparsity(), 6),
+                }
+            )
+            distributed.check_same_on_all_ranks(self.masks.checksum(), self.dist, "masks")
+            self._save(epoch + 1, history, elapsed_before + time.time() - start)
+            if stopped or (stop_after_epoch is not None and epoch + 1 >= stop_after_epoch):
+                break
+        if stop_after_epoch is not None and not stopped and len(history) < self.plan.epochs:
+            return None
+        return self._finish(history, elapsed_before + time.time() - start, stopped)
+
+    def _finish(self, history: list[dict], elapsed: float, stopped: bool) -> RunResult:
+        method, masks, s = self.method, self.masks, self.settings
+        method.finish()
+        if method.sparse:
+            self._check_exact_counts()
+        metrics, val = {}, {}
+        if self.dist.is_main:
+            metrics = self._evaluate(self.workload.test_loader)
+            val = self._evaluate(self.workload.val_loader)
+        distributed.barrier(self.dist)
+        per_layer = {n: {"numel": masks.numel(n), "alive": masks.count(n)} for n in masks.names}
+        n_params = sum(p.numel() for p in self.model.parameters())
+        pruned = masks.total() - masks.alive()
+        conv_linear = sum(self.selection.all_weights.values())
+        dense_fwd = self.ledger.dense_inference_flops()
+        return RunResult(
+            metrics=metrics,
+            val_metrics=val,
+            history=history,
+            steps_run=self.loop.step,
+            stopped_early=stopped,
+            wall_time_s=round(elapsed, 2),
+            budget={
+                "comparison_epochs": s.epochs,
+                "trainer_epochs": self.plan.epochs,
+                "steps_per_epoch": self.steps_per_epoch,
+                "total_steps": self.budget.total_steps,
+                "samples_per_step": self.budget.samples_per_step,
+                "train_samples_per_epoch": self.train_samples,
+                "global_batch": s.global_batch,
+                "accumulate": s.accumulate,
+                "world_size": self.dist.world_size,
+                "max_steps": s.max_steps,
+            },
+            plan_points=self.plan.points,
+            method_log=method.log,
+            per_layer=per_layer,
+            policy=self.selection.describe(
+                ",".join(s.dense_layers) or "none", self.profile.exclude
+            ),
+            flops={
+                "train": self.ledger.train_flops,
+                "dense_train_same_steps": self.ledger.dense_train_flops,
+                # What dense training costs over the comparison's budget: every method's
+                # training FLOPs are read against this one number.
+                "dense_train_budget": 3 * dense_fwd * self.train_samples * s.epochs,
+                "inference": self.ledger.inference_flops(),
+                "dense_inference": dense_fwd,
+            },
+            params_total=n_params,
+            params_alive=n_params - pruned,
+            conv_linear_total=conv_linear,
+            conv_linear_alive=conv_linear - pruned,
+            world_size=self.dist.world_size,
+        )
+
+    def _check_exact_counts(self) -> None:
+        masks, method, s = self.masks, self.method, self.settings
+        wrong = {
+            n: (masks.count(n), k) for n, k in method.target_counts.items() if masks.count(n) != k
+        }
+        expected = total_keep([masks.numel(n) for n in masks.names], s.sparsity)
+        if wrong or masks.alive() != expected:
+            raise RuntimeError(
+                f"method {method.name} left wrong keep counts: {wrong or ''} "
+                f"alive {masks.alive()} (expected {expected})"
+            )
+
+    def _evaluate(self, loader: Any) -> dict[str, float]:
+        self.model.eval()
+        with torch.no_grad():
+            batches = DeviceLoader(loader, self.device, self.move)
+            return {k: float(v) for k, v in self.workload.evaluate(self.model, batches).items()}

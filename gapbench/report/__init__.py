@@ -1,0 +1,1 @@
+"""Reports: run records, leaderboards and plots, made from records alone."""

@@ -1,0 +1,171 @@
+"""Run one resolved RunSpec: build the task's workload and the method, train, write the record."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from gapbench.engine import distributed
+from gapbench.engine.trainer import RunResult, Trainer, TrainSettings
+from gapbench.errors import UserError
+from gapbench.registry import get_task_class
+from gapbench.report.records import (
+    SCHEMA_VERSION,
+    RunRecord,
+    git_commit,
+    versions,
+    write_record,
+)
+from gapbench.runspec import RunSpec
+from gapbench.sparse.selection import parse_dense_layers
+from gapbench.task import BuildRequest, Profile
+
+
+@dataclass(frozen=True)
+class ExecOptions:
+    """How to run, not what: none of these change a run's identity."""
+
+    out: Path = Path("results/runs")
+    device: str = "cpu"
+    resume: bool = False
+    workers: int = 0
+    accumulate: int | None = None  # default: from the profile's device batch
+    channels_last: bool = False
+    compile: bool = False
+
+
+def default_cache_dir(task: str) -> Path:
+    """Where embedded data sets are generated: $GAPBENCH_CACHE or ~/.cache/gapbench."""
+    root = os.environ.get("GAPBENCH_CACHE") or Path.home() / ".cache" / "gapbench"
+    return Path(root) / task
+
+
+def split_batch(
+    profile: Profile, global_batch: int, world: int, accumulate: int | None
+) -> tuple[int, int]:
+    """(per-device micro-batch, accumulation steps) for a global batch on `world` ranks."""
+    if accumulate is None:
+        if profile.device_batch:
+            accumulate = max(1, global_batch // (profile.device_batch * world))
+        else:
+            accumulate = 1
+    per_device, rest = divmod(global_batch, world * accumulate)
+    if rest or per_device < 1:
+        raise UserError(
+            f"global batch {global_batch} does not split over {world} rank(s) x {accumulate} "
+            "accumulation step(s); change --batch-size or --accumulate"
+        )
+    return per_device, accumulate
+
+
+def checkpoint_path(out: Path, spec: RunSpec) -> Path:
+    return Path(out) / "checkpoints" / f"{spec.run_id}.pt"
+
+
+def execute(
+    spec: RunSpec, options: ExecOptions, stop_after_epoch: int | None = None
+) -> RunRecord | None:
+    """Train one run and write its record (rank 0); None when stopped early on purpose."""
+    device = distributed.resolve_device(options.device)
+    dist, device = distributed.init_from_env(device)
+    task = get_task_class(spec.task)()
+    profile = task.profile(spec.profile)
+    per_device, accumulate = split_batch(
+        profile, spec.batch_size, dist.world_size, options.accumulate
+    )
+    request = BuildRequest(
+        data_root=Path(spec.data_root) if spec.data_root else None,
+        cache_dir=default_cache_dir(spec.task),
+        seed=spec.seed,
+        device=device,
+        batch_size=per_device,
+        rank=dist.rank,
+        world=dist.world_size,
+        workers=options.workers,
+    )
+    # Rank 0 builds first: it generates an embedded data set once, the other ranks then read it.
+    if not dist.is_main:
+        distributed.barrier(dist)
+    from gapbench.engine.trainer import seed_everything
+
+    seed_everything(spec.seed)
+    workload = task.build(profile, request)
+    if dist.is_main:
+        distributed.barrier(dist)
+    settings = TrainSettings(
+        epochs=spec.epochs,
+        sparsity=spec.sparsity,
+        distribution=spec.distribution,
+        dense_layers=parse_dense_layers(spec.dense_layers),
+        seed=spec.seed,
+        global_batch=spec.batch_size,
+        accumulate=accumulate,
+        precision=spec.precision,
+        max_steps=spec.max_steps,
+        channels_last=options.channels_last,
+        compile=options.compile,
+        checkpoint=checkpoint_path(options.out, spec),
+    )
+    trainer = Trainer(profile, workload, spec.build_method(), settings, device, dist)
+    result = trainer.run(
+        resume=options.resume, stop_after_epoch=stop_after_epoch, label=spec.label()
+    )
+    if result is None:
+        return None
+    record = build_record(spec, result, profile, workload.dataset or spec.dataset, str(device))
+    record.task_extra = workload.extra
+    if dist.is_main:
+        write_record(record, options.out)
+        settings.checkpoint.unlink(missing_ok=True)
+    distributed.barrier(dist)
+    return record
+
+
+def build_record(
+    spec: RunSpec, result: RunResult, profile: Profile, dataset: str, device: str
+) -> RunRecord:
+    alive = sum(layer["alive"] for layer in result.per_layer.values())
+    total = sum(layer["numel"] for layer in result.per_layer.values())
+    sparse = spec.method != "dense" and spec.distribution != "dense"
+    return RunRecord(
+        schema=SCHEMA_VERSION,
+        run_id=spec.run_id,
+        status="stopped_early" if result.stopped_early else "complete",
+        identity=spec.identity(),
+        task=spec.task,
+        profile=spec.profile,
+        dataset=dataset,
+        method=spec.method,
+        params=spec.params,
+        sparsity=spec.sparsity,
+        distribution=spec.distribution,
+        seed=spec.seed,
+        epochs=spec.epochs,
+        budget_mode=spec.budget_mode,
+        multiplier=spec.multiplier,
+        metric=get_task_class(spec.task).metrics[0],
+        metrics=result.metrics,
+        val_metrics=result.val_metrics,
+        measured_sparsity=(1.0 - alive / total) if sparse and total else 0.0,
+        prunable_params=total,
+        alive_prunable_params=alive,
+        conv_linear_density=result.conv_linear_alive / max(1, result.conv_linear_total),
+        params_total=result.params_total,
+        params_alive=result.params_alive,
+        policy=result.policy,
+        per_layer=result.per_layer,
+        budget={**result.budget, "steps_run": result.steps_run, "batch_unit": profile.batch_unit},
+        plan=result.plan_points,
+        flops={
+            **result.flops,
+            "convention": "2 FLOPs per multiply-add; conv/linear only; per sample",
+        },
+        method_log=result.method_log,
+        history=result.history,
+        wall_time_s=result.wall_time_s,
+        device=device,
+        versions=versions(),
+        git_commit=git_commit(),
+        task_extra={},
+    )
