@@ -12,9 +12,13 @@ states the extra dense epochs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
 
 from gapbench.errors import UserError
 from gapbench.registry import register_method
+from gapbench.sparse.distribution import keep_counts
 from gapbench.sparse.method import Budget, Context, Method, Params, Plan
 
 
@@ -66,9 +70,29 @@ class GradualMagnitude(Method):
             self._prune_at(self.sparsity_at(done), done)
 
     def _prune_at(self, sparsity: float, step: int) -> None:
+        pattern = self.ctx.pattern
+        if pattern.kind == "nm":  # gradually from M:M to N:M, every group alike
+            kept = pattern.m - round((pattern.m - pattern.n) * sparsity / self.ctx.sparsity)
+            changed = 0
+            for name in self.masks.names:
+                groups = torch.full((self.masks.numel(name) // pattern.m,), kept)
+                mask = pattern.select_per_group(self.magnitude(name), groups)
+                changed += self.masks.set_mask(name, mask, self.ctx.optimizer)
+            self.log["updates"].append(
+                {
+                    "step": step,
+                    "sparsity": round(self.masks.overall_sparsity(), 6),
+                    "changed": changed,
+                }
+            )
+            return
         counts = self.counts_at(sparsity)
         if step >= self.t_end:
             self.target_counts = counts  # `global`: the split of the final prune is the target
+        elif self.ctx.distribution != "global":
+            # Rounding at an intermediate sparsity may give a layer one weight fewer than its
+            # final count; masks never regrow, so never go below the final count.
+            counts = {n: max(k, self.target_counts[n]) for n, k in counts.items()}
         changed = 0
         for name in self.masks.names:
             k = min(counts[name], self.masks.count(name))  # prune only: masks never regrow
@@ -77,6 +101,16 @@ class GradualMagnitude(Method):
         self.log["updates"].append(
             {"step": step, "sparsity": round(self.masks.overall_sparsity(), 6), "changed": changed}
         )
+
+    def expected_densities(self, epoch: int) -> dict[str, float]:
+        """The cubic schedule at the middle of the epoch, split as the run's distribution would
+        (uniform where `global` can only be known from trained weights)."""
+        spe = self.ctx.budget.steps_per_epoch
+        sparsity = self.sparsity_at(int((epoch + 0.5) * spe))
+        shapes = [tuple(self.masks.params[n].shape) for n in self.masks.names]
+        dist = "uniform" if self.ctx.distribution == "global" else self.ctx.distribution
+        counts = keep_counts(dist, shapes, sparsity)
+        return {n: k / self.masks.numel(n) for n, k in zip(self.masks.names, counts)}
 
     def finish(self) -> None:
         if self.masks.alive() != sum(self.target_counts.values()) or any(
@@ -87,6 +121,8 @@ class GradualMagnitude(Method):
 
 @dataclass(frozen=True)
 class OneShotParams(Params):
+    EPOCH_FIELDS: ClassVar[tuple[str, ...]] = ("dense_epochs",)
+
     dense_epochs: int = -1  # extra dense epochs before the prune; -1 = as many as the budget
 
 
@@ -125,6 +161,11 @@ class OneShotMagnitude(Method):
         self.target_counts = self.counts_at(self.ctx.sparsity)  # `global` sees trained weights
         for name in self.masks.names:
             self.prune_to(name, self.target_counts[name])
+
+    def expected_densities(self, epoch: int) -> dict[str, float]:
+        if (epoch + 1) * self.ctx.budget.steps_per_epoch <= self.prune_step:
+            return dict.fromkeys(self.masks.names, 1.0)
+        return super().expected_densities(epoch)
 
     def finish(self) -> None:
         if any(self.masks.count(n) != self.target_counts[n] for n in self.masks.names):

@@ -82,22 +82,29 @@ def drop_and_grow(
     method: Method, name: str, fraction: float, grow_score: torch.Tensor, reinit_when_same: bool
 ) -> int:
     """Drop `fraction` of the active weights of `name` with the smallest |w|, grow as many of the
-    rest with the highest `grow_score`. Returns how many weights are new. Counts are unchanged."""
-    masks = method.masks
+    rest with the highest `grow_score`, inside the run's pattern (whole blocks; N:M groups refilled
+    to N). Returns how many weights are new. Counts are unchanged."""
+    masks, pattern = method.masks, method.ctx.pattern
     old = masks.masks[name]
     alive = masks.count(name)
-    k = int(fraction * alive)
+    k = int(fraction * alive / pattern.unit) * pattern.unit
     if k == 0 or alive == old.numel():
         return 0
-    kept = topk_mask(method.magnitude(name), alive - k)
-    grown = topk_mask(grow_score.float().masked_fill(kept, -math.inf), k)
+    if pattern.kind == "block":
+        kept = pattern.select(method.magnitude(name), alive - k)
+    else:
+        kept = topk_mask(method.magnitude(name), alive - k)
+    candidates = grow_score.float().masked_fill(kept, -math.inf)
+    if pattern.kind == "nm":  # refill every group to N
+        grown = pattern.select_per_group(candidates, pattern.n - kept.reshape(-1, pattern.m).sum(1))
+    else:
+        grown = pattern.select(candidates, k)
     new = kept | grown
-    fresh = grown  # with reinit_when_same, a weight dropped and regrown restarts too
     masks.set_mask(name, new, method.ctx.optimizer)  # zeroes dropped weights, clears changed state
-    if reinit_when_same:
+    if reinit_when_same:  # a weight dropped and regrown in this update restarts too
         with torch.no_grad():
-            masks.params[name].masked_fill_(fresh, 0.0)
-        clear_optimizer_state(method.ctx.optimizer, masks.params[name], fresh)
+            masks.params[name].masked_fill_(grown, 0.0)
+        clear_optimizer_state(method.ctx.optimizer, masks.params[name], grown)
     return int((grown & ~old).sum())
 
 

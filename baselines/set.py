@@ -60,6 +60,12 @@ class SET(Method):
             points={"zeta": self.params.zeta, "rewire": "every epoch but the last"},
         )
 
+    def check_pattern(self, pattern) -> None:
+        if self.params.variant == "original" and pattern.kind != "unstructured":
+            raise UserError(
+                "set variant=original removes by sign, unstructured only; use set.variant=rigl with --pattern"
+            )
+
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
         self.draw_random_masks()

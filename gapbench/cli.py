@@ -55,8 +55,7 @@ def parse_method_args(items: list[str]) -> dict[str, dict[str, Any]]:
 def cmd_run(args: argparse.Namespace) -> int:
     from gapbench.registry import load_plugin
     from gapbench.report.leaderboard import task_markdown, write_leaderboard
-    from gapbench.report.records import find_record
-    from gapbench.runner import ExecOptions, execute
+    from gapbench.runner import ExecOptions, execute_locked
     from gapbench.runspec import GridRequest, resolve_grid
 
     for plugin in _split(args.plugin):
@@ -64,7 +63,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     request = GridRequest(
         task=args.task,
         methods=_split([args.methods]),
-        sparsities=_numbers(args.sparsity, float, "--sparsity"),
+        sparsities=_numbers(args.sparsity or ["0.9"], float, "--sparsity"),
+        sparsities_given=args.sparsity is not None,
+        pattern=args.pattern,
         distributions=_split(args.distribution),
         seeds=_numbers(args.seeds, int, "--seeds"),
         profile=args.profile,
@@ -75,8 +76,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         max_steps=args.max_steps,
         precision=args.precision,
+        multipliers=_numbers(args.multiplier, float, "--multiplier"),
     )
     specs = resolve_grid(request)
+    if args.match == "flops":
+        from gapbench.matching import match_flops
+
+        specs = match_flops(specs, args.match_ref, log=lambda m: print(m, flush=True))
     from gapbench.engine.distributed import resolve_device
 
     resolve_device(args.device)  # an unavailable device fails before the first run
@@ -91,24 +97,51 @@ def cmd_run(args: argparse.Namespace) -> int:
         accumulate=args.accumulate,
         channels_last=args.channels_last,
         compile=args.compile,
+        save_weights=args.save_weights,
+        force=args.force,
+        log=tuple(_split(args.log)),
     )
-    for i, spec in enumerate(specs, 1):
-        label = f"[{i}/{len(specs)}] {spec.label()}"
-        existing = find_record(out, spec.run_id)
-        if existing and existing.status == "complete" and not args.force:
-            print(f"{label}: reusing {existing.run_id} (use --force to rerun)", flush=True)
-            continue
-        print(f"{label}: training", flush=True)
-        record = execute(spec, options)
-        print(
-            f"{label}: {record.metric}={record.metrics.get(record.metric, float('nan')):.3f} "
-            f"sparsity={record.measured_sparsity:.4f} ({record.wall_time_s:.0f}s) "
-            f"-> {out / 'records' / record.file_name}",
-            flush=True,
+    if options.log:
+        from gapbench.engine.tracking import BACKENDS
+
+        unknown = [b for b in options.log if b not in BACKENDS]
+        if unknown:
+            raise UserError(f"--log {','.join(unknown)}: choose from {', '.join(BACKENDS)}")
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.launcher != "none":
+        from gapbench.sweep import SlurmOptions, run_sweep
+
+        slurm = SlurmOptions(
+            partition=args.slurm_partition,
+            gpus_per_job=args.slurm_gpus_per_job,
+            cpus_per_job=args.slurm_cpus_per_job,
+            time_min=args.slurm_time,
+            extra=dict(kv.split("=", 1) for kv in _split(args.slurm_arg)),
         )
+        counts = run_sweep(
+            specs, options, args.launcher, args.jobs, slurm,
+            log=lambda m: print(m, flush=True), plugins=_split(args.plugin),
+        )  # fmt: skip
+        print(f"sweep: {counts['done']} finished, {counts['failed']} failed")
+    else:
+        for i, spec in enumerate(specs, 1):
+            label = f"[{i}/{len(specs)}] {spec.label()}"
+            print(f"{label}: starting", flush=True)
+            outcome, record = execute_locked(spec, options)
+            if record is None or outcome != "trained":
+                print(f"{label}: {outcome}", flush=True)
+                continue
+            metric = record.metrics.get(record.metric, float("nan"))
+            print(
+                f"{label}: trained: {record.metric}={metric:.3f} "
+                f"sparsity={record.measured_sparsity:.4f} ({record.wall_time_s:.0f}s) "
+                f"-> {out / 'records' / record.file_name}",
+                flush=True,
+            )
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun, rank 0 alone writes and prints the leaderboard
-    table = write_leaderboard(out)
+    table = write_leaderboard(out, args.vs)
     print()
     print(task_markdown(table, args.task))
     print(f"leaderboard written to {out / 'leaderboard.md'} and {out / 'leaderboard.csv'}")
@@ -117,6 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from gapbench.report.leaderboard import to_markdown, write_leaderboard
+    from gapbench.report.published import load_published
     from gapbench.report.records import records_dir
 
     out = Path(args.out)
@@ -124,9 +158,56 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         raise UserError(
             f"no run records under {records_dir(out)}; run `python -m gapbench run --task ...` first"
         )
-    table = write_leaderboard(out)
-    print(to_markdown(table))
+    table = write_leaderboard(out, args.vs)
+    print(to_markdown(table, load_published()))
     print(f"written: {out / 'leaderboard.csv'}, {out / 'leaderboard.md'}")
+    return 0
+
+
+def cmd_published(args: argparse.Namespace) -> int:
+    from gapbench.registry import all_tasks
+    from gapbench.report.published import load_published, published_markdown
+
+    if args.task is not None and args.task not in all_tasks():
+        raise UserError(f"unknown task {args.task!r}; choose one of: {', '.join(all_tasks())}")
+    if load_published(args.task).empty:
+        print(f"no published numbers shipped for task {args.task}")
+        return 0
+    print(published_markdown(args.task), end="")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from gapbench.deploy.export import export_run
+
+    path = export_run(Path(args.out), args.run_id, args.format, Path(args.to))
+    print(f"exported {args.run_id} to {path}")
+    return 0
+
+
+def cmd_speed(args: argparse.Namespace) -> int:
+    import json
+
+    from gapbench.deploy.speed import measure
+    from gapbench.engine.distributed import resolve_device
+
+    report = measure(
+        Path(args.out), args.run_id, resolve_device(args.device), args.batch_size, args.repeats
+    )
+    lat, thr = report["latency_ms"], report["throughput"]
+    print(
+        f"{report['task']} {report['method']} s={report['sparsity']} {report['pattern']} on {report['device']} "
+        f"({report['threads']} threads, {report['sparse_layers']} layers on {report['kernel']} kernels)"
+    )
+    print(
+        f"latency (batch 1): dense {lat['dense']:.2f} ms, sparse {lat['sparse']:.2f} ms: {lat['speedup']:.2f}x"
+    )
+    print(
+        f"throughput (batch {thr['batch']}): dense {thr['dense']:.1f}/s, sparse {thr['sparse']:.1f}/s: "
+        f"{thr['speedup']:.2f}x"
+    )
+    if args.json:
+        print(json.dumps(report))
     return 0
 
 
@@ -170,7 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--methods", default=DEFAULT_METHODS, help=f"comma list (default {DEFAULT_METHODS})"
     )
-    run.add_argument("--sparsity", nargs="+", default=["0.9"], help="one or more target sparsities")
+    run.add_argument(
+        "--sparsity", nargs="+", default=None, help="one or more target sparsities (default 0.9)"
+    )
+    run.add_argument(
+        "--pattern", default="unstructured", help="unstructured, nm:N:M (e.g. nm:2:4) or block:HxW"
+    )
     run.add_argument("--distribution", nargs="+", default=["uniform"], help="uniform, erk, global")
     run.add_argument("--seeds", nargs="+", default=["0"], help="one or more seeds")
     run.add_argument("--profile", default="tiny", help="tiny (embedded data) or paper (real data)")
@@ -194,19 +280,89 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue interrupted runs from checkpoints"
     )
     run.add_argument("--force", action="store_true", help="rerun even if a complete record exists")
+    run.add_argument(
+        "--multiplier",
+        nargs="+",
+        default=["1"],
+        help="training multipliers (RigL's 1x 2x 5x): scale every schedule",
+    )
+    run.add_argument(
+        "--match",
+        default="epochs",
+        choices=("epochs", "flops"),
+        help="match budgets by epochs or by training FLOPs",
+    )
+    run.add_argument(
+        "--match-ref", default="gap", help="the method whose training FLOPs --match flops meets"
+    )
+    run.add_argument(
+        "--vs", default="magnitude", help="reference method of the leaderboard's paired differences"
+    )
     run.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1")
     run.add_argument("--precision", default="fp32", help="fp32, bf16 or fp16 (autocast)")
     run.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
     run.add_argument("--accumulate", type=int, default=None, help="gradient accumulation steps")
     run.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     run.add_argument("--compile", action="store_true", help="torch.compile the model")
+    run.add_argument(
+        "--log", action="append", help="trackers: tensorboard, wandb (offline), mlflow"
+    )
+    run.add_argument(
+        "--save-weights", action="store_true", help="keep final weights and masks (out/weights/)"
+    )
+    run.add_argument(
+        "--launcher",
+        default="none",
+        choices=("none", "local", "slurm"),
+        help="run each run of the grid as a submitit job",
+    )
+    run.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="jobs at once (local: processes; slurm: array parallelism)",
+    )
+    run.add_argument("--slurm-partition", default=None)
+    run.add_argument("--slurm-gpus-per-job", type=int, default=0)
+    run.add_argument("--slurm-cpus-per-job", type=int, default=4)
+    run.add_argument("--slurm-time", type=int, default=24 * 60, help="minutes per job")
+    run.add_argument(
+        "--slurm-arg", action="append", help="key=value passed to sbatch, e.g. account=abc"
+    )
     run.add_argument("--plugin", action="append", help="a .py file or module defining a method")
     run.add_argument("--method-arg", action="append", help="method.key=value, e.g. gap.rounds=2")
     run.set_defaults(func=cmd_run)
 
     board = sub.add_parser("leaderboard", help="write leaderboard.csv/.md and plots from records")
     board.add_argument("--out", default=DEFAULT_OUT)
+    board.add_argument(
+        "--vs", default="magnitude", help="reference method of the paired differences"
+    )
     board.set_defaults(func=cmd_leaderboard)
+
+    published = sub.add_parser(
+        "published", help="list the published numbers gapbench ships (with sources)"
+    )
+    published.add_argument("--task", default=None)
+    published.set_defaults(func=cmd_published)
+
+    export = sub.add_parser(
+        "export", help="write a run's sparse weights and masks (pt or safetensors)"
+    )
+    export.add_argument("run_id")
+    export.add_argument("--out", default=DEFAULT_OUT, help="the results folder holding the run")
+    export.add_argument("--format", default="pt", choices=("pt", "safetensors"))
+    export.add_argument("--to", required=True, help="file to write")
+    export.set_defaults(func=cmd_export)
+
+    speed = sub.add_parser("speed", help="measure a run's inference speed, dense vs sparse kernels")
+    speed.add_argument("run_id")
+    speed.add_argument("--out", default=DEFAULT_OUT)
+    speed.add_argument("--device", default="cpu")
+    speed.add_argument("--batch-size", type=int, default=64)
+    speed.add_argument("--repeats", type=int, default=20)
+    speed.add_argument("--json", action="store_true", help="also print the report as JSON")
+    speed.set_defaults(func=cmd_speed)
 
     methods = sub.add_parser("methods", help="list methods with their parameters")
     methods.add_argument("--plugin", action="append")

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from gapbench.deploy.export import weights_path
 from gapbench.engine import distributed
-from gapbench.engine.trainer import RunResult, Trainer, TrainSettings
+from gapbench.engine.trainer import RunResult, Trainer, TrainSettings, seed_everything
 from gapbench.errors import UserError
 from gapbench.registry import get_task_class
+from gapbench.report.atomic import atomic_torch_save
 from gapbench.report.records import (
     SCHEMA_VERSION,
     RunRecord,
+    find_record,
     git_commit,
     versions,
     write_record,
@@ -33,6 +38,9 @@ class ExecOptions:
     accumulate: int | None = None  # default: from the profile's device batch
     channels_last: bool = False
     compile: bool = False
+    save_weights: bool = False  # keep the final masked weights and masks (for export)
+    force: bool = False  # train although a complete record exists
+    log: tuple[str, ...] = ()  # experiment trackers: tensorboard, wandb, mlflow
 
 
 def default_cache_dir(task: str) -> Path:
@@ -59,6 +67,15 @@ def split_batch(
     return per_device, accumulate
 
 
+def save_weights(trainer: Trainer, path: Path) -> None:
+    """The final masked state dict and the bool masks, loadable with weights_only=True."""
+    state = {
+        "weights": {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()},
+        "masks": {n: m.cpu() for n, m in trainer.masks.masks.items()},
+    }
+    atomic_torch_save(state, path)
+
+
 def checkpoint_path(out: Path, spec: RunSpec) -> Path:
     return Path(out) / "checkpoints" / f"{spec.run_id}.pt"
 
@@ -71,24 +88,24 @@ def execute(
     dist, device = distributed.init_from_env(device)
     task = get_task_class(spec.task)()
     profile = task.profile(spec.profile)
-    per_device, accumulate = split_batch(
-        profile, spec.batch_size, dist.world_size, options.accumulate
-    )
+    method = spec.build_method()
+    # P-GaP under torchrun: kappa worker groups, each data-parallel inside itself.
+    groups = distributed.make_groups(dist, method.worker_groups())
+    rank, world = (groups.local_rank, groups.size) if groups else (dist.rank, dist.world_size)
+    per_device, accumulate = split_batch(profile, spec.batch_size, world, options.accumulate)
     request = BuildRequest(
         data_root=Path(spec.data_root) if spec.data_root else None,
         cache_dir=default_cache_dir(spec.task),
         seed=spec.seed,
         device=device,
         batch_size=per_device,
-        rank=dist.rank,
-        world=dist.world_size,
+        rank=rank,
+        world=world,
         workers=options.workers,
     )
     # Rank 0 builds first: it generates an embedded data set once, the other ranks then read it.
     if not dist.is_main:
         distributed.barrier(dist)
-    from gapbench.engine.trainer import seed_everything
-
     seed_everything(spec.seed)
     workload = task.build(profile, request)
     if dist.is_main:
@@ -98,6 +115,7 @@ def execute(
         sparsity=spec.sparsity,
         distribution=spec.distribution,
         dense_layers=parse_dense_layers(spec.dense_layers),
+        pattern=spec.pattern,
         seed=spec.seed,
         global_batch=spec.batch_size,
         accumulate=accumulate,
@@ -106,8 +124,10 @@ def execute(
         channels_last=options.channels_last,
         compile=options.compile,
         checkpoint=checkpoint_path(options.out, spec),
+        log=tuple(options.log),
+        log_dir=Path(options.out) / "tracking" / spec.run_id,
     )
-    trainer = Trainer(profile, workload, spec.build_method(), settings, device, dist)
+    trainer = Trainer(profile, workload, method, settings, device, dist, groups)
     result = trainer.run(
         resume=options.resume, stop_after_epoch=stop_after_epoch, label=spec.label()
     )
@@ -116,10 +136,23 @@ def execute(
     record = build_record(spec, result, profile, workload.dataset or spec.dataset, str(device))
     record.task_extra = workload.extra
     if dist.is_main:
+        if options.save_weights:
+            save_weights(trainer, weights_path(options.out, spec.run_id))
         write_record(record, options.out)
-        settings.checkpoint.unlink(missing_ok=True)
+        for path in settings.checkpoint.parent.glob(f"{spec.run_id}*.pt"):
+            path.unlink(missing_ok=True)
     distributed.barrier(dist)
     return record
+
+
+def _match_info(spec: RunSpec) -> dict[str, object]:
+    if spec.budget_mode != "flops":
+        return {}
+    return {
+        "match_ref": spec.match_ref,
+        "match_epochs": spec.match_epochs,
+        "match_target_flops": spec.match_target_flops,
+    }
 
 
 def build_record(
@@ -156,7 +189,7 @@ def build_record(
         policy=result.policy,
         per_layer=result.per_layer,
         budget={**result.budget, "steps_run": result.steps_run, "batch_unit": profile.batch_unit},
-        plan=result.plan_points,
+        plan={**result.plan_points, **_match_info(spec)},
         flops={
             **result.flops,
             "convention": "2 FLOPs per multiply-add; conv/linear only; per sample",
@@ -169,3 +202,55 @@ def build_record(
         git_commit=git_commit(),
         task_extra={},
     )
+
+
+class RunLock:
+    """Exclusive, per run id, on the output folder: an flock on `<out>/locks/<run_id>.lock`. The
+    operating system releases it when the holder exits or is killed, so a stale lock never blocks a
+    `--resume`."""
+
+    def __init__(self, out: Path, run_id: str):
+        self.path = Path(out) / "locks" / f"{run_id}.lock"
+        self.handle = None
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # noqa: SIM115 (held until release)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        handle.truncate(0)
+        handle.write(f"{socket.gethostname()} {os.getpid()}\n")
+        handle.flush()
+        self.handle = handle
+        return True
+
+    def release(self) -> None:
+        if self.handle is not None:
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.handle.close()
+            self.handle = None
+
+
+def execute_locked(spec: RunSpec, options: ExecOptions) -> tuple[str, RunRecord | None]:
+    """Train `spec` unless its complete record exists or another process is training it.
+
+    Returns (outcome, record): "reusing", "trained" or "skipped: ...". Under torchrun every rank
+    trains (rank 0 alone writes), so no lock is taken there."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return "trained", execute(spec, options)
+    existing = find_record(options.out, spec.run_id)
+    if existing and existing.status == "complete" and not options.force:
+        return f"reusing {existing.run_id} (use --force to rerun)", existing
+    lock = RunLock(options.out, spec.run_id)
+    if not lock.acquire():
+        return f"skipped: another process is training {spec.run_id} ({lock.path})", None
+    try:
+        existing = find_record(options.out, spec.run_id)  # finished while we waited for the lock
+        if existing and existing.status == "complete" and not options.force:
+            return f"reusing {existing.run_id} (written by another sweep)", existing
+        return "trained", execute(spec, options)
+    finally:
+        lock.release()

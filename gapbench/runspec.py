@@ -19,6 +19,7 @@ from gapbench.registry import get_method_class, get_task_class
 from gapbench.report.records import SCHEMA_VERSION, run_id
 from gapbench.sparse.distribution import DISTRIBUTIONS
 from gapbench.sparse.method import Budget, Method
+from gapbench.sparse.pattern import Pattern
 from gapbench.sparse.selection import format_dense_layers, parse_dense_layers
 from gapbench.task import Profile, Task
 
@@ -40,13 +41,18 @@ class RunSpec:
     batch_size: int
     precision: str = "fp32"
     max_steps: int | None = None
-    budget_mode: str = "epochs"
+    pattern: str = "unstructured"
+    budget_mode: str = "epochs"  # epochs | flops
     multiplier: float = 1.0
+    match_ref: str = ""  # flops mode: the reference method and its epochs
+    match_epochs: int = 0
     data_root: str | None = field(default=None, compare=False)
+    match_target_flops: float = field(default=0.0, compare=False)  # recorded, not identity
 
     def identity(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("data_root")
+        d.pop("match_target_flops")
         d["data"] = self.data_root and str(Path(self.data_root).resolve())
         d["schema"] = SCHEMA_VERSION
         return d
@@ -82,6 +88,9 @@ class GridRequest:
     data_root: str | None = None
     max_steps: int | None = None
     precision: str = "fp32"
+    multipliers: list[float] = field(default_factory=lambda: [1.0])
+    pattern: str = "unstructured"
+    sparsities_given: bool = False  # the user chose --sparsity (else the default 0.9)
 
 
 def resolve_params(
@@ -118,6 +127,9 @@ def _check_numbers(request: GridRequest) -> None:
             raise UserError(f"{name} must be at least 1, got {value}")
     if request.precision not in ("fp32", "bf16", "fp16"):
         raise UserError(f"--precision {request.precision!r}: choose fp32, bf16 or fp16")
+    for m in request.multipliers:
+        if not m > 0:
+            raise UserError(f"--multiplier must be positive, got {m}")
 
 
 def _check_data(task: Task, profile: Profile, data_root: str | None) -> None:
@@ -131,6 +143,14 @@ def _check_data(task: Task, profile: Profile, data_root: str | None) -> None:
 
 def resolve_grid(request: GridRequest) -> list[RunSpec]:
     """Every run of the grid, resolved and validated; duplicates removed, order kept."""
+    pattern = Pattern.parse(request.pattern)
+    if pattern.fixed_sparsity is not None:  # N:M fixes the sparsity
+        fixed = round(pattern.fixed_sparsity, 6)
+        if request.sparsities_given and request.sparsities != [fixed]:
+            raise UserError(
+                f"--pattern {pattern} means sparsity {fixed}; drop --sparsity or pass {fixed}"
+            )
+        request.sparsities = [fixed]
     _check_numbers(request)
     task = get_task_class(request.task)()
     profile = task.profile(request.profile)
@@ -141,33 +161,41 @@ def resolve_grid(request: GridRequest) -> list[RunSpec]:
     if unknown:
         raise UserError(f"--method-arg for {', '.join(unknown)}, which is not in --methods")
     specs: list[RunSpec] = []
-    for method_name in request.methods:
-        cls = get_method_class(method_name)
-        method, params = resolve_params(cls, profile, request.method_args.get(method_name, {}))
-        epochs = resolve_epochs(method, profile, request.epochs)
-        method.plan(Budget(epochs))  # raises if the budget cannot hold the schedule
-        for seed in request.seeds:
-            for sparsity in request.sparsities if cls.sparse else [0.0]:
-                for dist in request.distributions if cls.sparse else ["dense"]:
-                    if cls.sparse:
-                        cls.check_distribution(dist)
-                    spec_dense = request.dense_layers or profile.dense_layers_for(dist)
-                    spec = RunSpec(
-                        task=request.task,
-                        profile=request.profile,
-                        dataset=profile.dataset,
-                        method=method_name,
-                        params=params,
-                        sparsity=sparsity,
-                        distribution=dist,
-                        dense_layers=format_dense_layers(parse_dense_layers(spec_dense)),
-                        seed=seed,
-                        epochs=epochs,
-                        batch_size=request.batch_size or profile.batch_size,
-                        precision=request.precision,
-                        max_steps=request.max_steps,
-                        data_root=request.data_root,
-                    )
-                    if spec not in specs:
-                        specs.append(spec)
+    for multiplier in request.multipliers:
+        for method_name in request.methods:
+            cls = get_method_class(method_name)
+            method, params = resolve_params(cls, profile, request.method_args.get(method_name, {}))
+            epochs = resolve_epochs(method, profile, request.epochs)
+            if multiplier != 1.0:  # RigL-style training multipliers: every schedule stretches
+                epochs = max(1, round(epochs * multiplier))
+                method = cls(**method.params.scaled(multiplier))
+                params = method.params.as_dict()
+            method.plan(Budget(epochs))  # raises if the budget cannot hold the schedule
+            for seed in request.seeds:
+                for sparsity in request.sparsities if cls.sparse else [0.0]:
+                    for dist in request.distributions if cls.sparse else ["dense"]:
+                        if cls.sparse:
+                            cls.check_distribution(dist, pattern)
+                            method.check_pattern(pattern)
+                        spec_dense = request.dense_layers or profile.dense_layers_for(dist)
+                        spec = RunSpec(
+                            task=request.task,
+                            profile=request.profile,
+                            dataset=profile.dataset,
+                            method=method_name,
+                            params=params,
+                            sparsity=sparsity,
+                            distribution=dist,
+                            dense_layers=format_dense_layers(parse_dense_layers(spec_dense)),
+                            seed=seed,
+                            epochs=epochs,
+                            batch_size=request.batch_size or profile.batch_size,
+                            precision=request.precision,
+                            max_steps=request.max_steps,
+                            multiplier=multiplier,
+                            pattern=str(pattern) if cls.sparse else "unstructured",
+                            data_root=request.data_root,
+                        )
+                        if spec not in specs:
+                            specs.append(spec)
     return specs

@@ -8,6 +8,7 @@ Adding a task means writing a model, a data loader and a profile table.
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,3 +225,16 @@ def make_loader(
         persistent_workers=workers > 0,
         drop_last=drop_last,
     )
+
+
+def generate_once(root: Path, done: Callable[[], bool], write: Callable[[], None]) -> Path:
+    """Run `write` unless `done()`, one process at a time (a lock file beside `root`): sweep jobs
+    that start together generate an embedded data set once and never read it half-written."""
+    if done():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f".{root.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        if not done():
+            write()
+    return root

@@ -29,6 +29,7 @@ from gapbench.registry import get_method_class
 from gapbench.sparse.distribution import total_keep
 from gapbench.sparse.masks import MaskSet
 from gapbench.sparse.method import Budget, Context, Method
+from gapbench.sparse.pattern import Pattern
 
 
 class ConformanceError(AssertionError):
@@ -49,7 +50,7 @@ class SmallNet(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv1 = nn.Conv2d(4, 8, 3, padding=1)  # rows of 36 weights: fit 2:4 and 4x4 blocks
         self.bn1 = nn.BatchNorm2d(8)
         self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
         self.bn2 = nn.BatchNorm2d(16)
@@ -84,6 +85,7 @@ class Harness:
         epochs: int,
         steps_per_epoch: int,
         optimizer: str,
+        pattern: str = "unstructured",
     ):
         torch.manual_seed(seed)
         self.model = SmallNet()
@@ -110,6 +112,11 @@ class Harness:
             seed=seed,
             forward_order=PRUNABLE,
             recalibrate_bn=self._recalibrate,
+            probe_loss=lambda: _loss(self.model, self._batch(20_000)),
+            pattern=Pattern.parse(pattern),
+            probe_ones=lambda: self.model(
+                torch.ones(1, 4, 8, 8, dtype=next(self.model.parameters()).dtype)
+            ),
         )
         self.method.setup(ctx)
         self.loop = StepLoop(
@@ -127,7 +134,7 @@ class Harness:
 
     def _batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         gen = torch.Generator().manual_seed(self.seed * 7919 + index)
-        return torch.randn(BATCH, 3, 8, 8, generator=gen), torch.randint(
+        return torch.randn(BATCH, 4, 8, 8, generator=gen), torch.randint(
             0, 4, (BATCH,), generator=gen
         )
 
@@ -188,7 +195,9 @@ def _check_step(run: Harness, previous: dict[str, int], final_total: int) -> Non
             raise ConformanceError(
                 f"{m.name}: {name}'s cached count is stale (masks changed behind MaskSet)"
             )
-        if m.gradual:
+        if m.redistributes:
+            pass  # layer counts move at a fixed total: checked below
+        elif m.gradual:
             if count > previous.get(name, numel):
                 raise ConformanceError(
                     f"{m.name}: step {run.loop.step}: {name} grew to {count} weights; a gradual "
@@ -204,6 +213,24 @@ def _check_step(run: Harness, previous: dict[str, int], final_total: int) -> Non
         raise ConformanceError(
             f"{m.name}: step {run.loop.step}: fewer weights alive than the target"
         )
+    if m.redistributes and run.masks.alive() != final_total:
+        raise ConformanceError(
+            f"{m.name}: step {run.loop.step}: {run.masks.alive()} weights alive, the target is {final_total}"
+        )
+    pattern = m.ctx.pattern
+    for name in run.masks.names:
+        mask = run.masks.masks[name]
+        if run.masks.is_dense(name):
+            continue
+        if pattern.kind == "nm" and m.gradual:  # on the way to N:M every group holds as many
+            groups = mask.reshape(-1, pattern.m).sum(1)
+            inside = bool((groups == groups[0]).all())
+        else:
+            inside = pattern.holds(mask)
+        if not inside:
+            raise ConformanceError(
+                f"{m.name}: step {run.loop.step}: {name} is outside --pattern {pattern}"
+            )
 
 
 def _roundtrip(state: dict[str, Any]) -> dict[str, Any]:
@@ -229,12 +256,17 @@ def check_method(
     steps_per_epoch: int = 5,
     seed: int = 0,
     optimizer: str = "sgd",
+    pattern: str = "unstructured",
 ) -> ConformanceReport:
     """Run all conformance checks on `method`; raise ConformanceError on the first violation."""
     cls = get_method_class(method) if isinstance(method, str) else method
     params = dict(params or {})
+    shape = Pattern.parse(pattern)
+    if shape.fixed_sparsity is not None:
+        sparsity = shape.fixed_sparsity
     if cls.sparse:
-        cls.check_distribution(distribution)
+        cls.check_distribution(distribution, shape)
+        cls(**params).check_pattern(shape)
 
     def make() -> Harness:
         return Harness(
@@ -246,10 +278,13 @@ def check_method(
             epochs,
             steps_per_epoch,
             optimizer,
+            pattern,
         )
 
     run = make()
     final_total = total_keep([run.masks.numel(n) for n in PRUNABLE], sparsity)
+    if shape.kind == "block":
+        final_total = round(final_total / shape.unit) * shape.unit
     previous: dict[str, int] = {}
     run.train_epochs(0, run.epochs, on_step=lambda r: _check_step(r, previous, final_total))
     run.finish()

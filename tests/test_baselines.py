@@ -162,3 +162,39 @@ def test_gmp_follows_the_cubic_schedule_and_only_prunes():
     sparsities = [u["sparsity"] for u in gmp.log["updates"]]
     assert sparsities == sorted(sparsities) and sparsities[-1] == pytest.approx(0.8, abs=1e-3)
     assert math.isclose(run.masks.overall_sparsity(), 0.8, abs_tol=1e-3)
+
+
+def test_gmp_never_rounds_a_layer_below_its_final_count():
+    from torch import nn
+
+    from gapbench.engine.loop import StepLoop
+    from gapbench.sparse.distribution import uniform_counts
+    from gapbench.sparse.masks import MaskSet
+    from gapbench.sparse.method import Context
+
+    # Layer sizes whose largest-remainder split at the 193rd of 200 steps gives one layer fewer
+    # weights than at the final sparsity (found by search; what broke a real run).
+    sizes = [2483, 2573, 2103, 2362]
+    final = uniform_counts(sizes, 0.9)
+    early = uniform_counts(sizes, 0.9 * (1 - (1 - 193 / 200) ** 3))
+    assert min(a - b for a, b in zip(early, final)) < 0
+    model = nn.Sequential(*[nn.Linear(1, n, bias=False) for n in sizes])
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    names = [f"{i}.weight" for i in range(3)]
+    masks = MaskSet(model, names)
+    gmp = get_method_class("magnitude")(start=0.0, end=1.0, interval=1)
+    budget = Budget(1, 200)
+    plan = gmp.plan(budget)
+    gmp.setup(Context(model, opt, masks, budget, 0.9, "uniform", 0))
+    loop = StepLoop(
+        model,
+        opt,
+        masks,
+        gmp,
+        plan,
+        lambda m, x: sum(layer(x).sum() for layer in m),
+        total_steps=200,
+    )
+    loop.run_epoch(0, (torch.randn(2, 1) for _ in range(200)))
+    gmp.finish()
+    assert masks.counts() == gmp.target_counts == dict(zip(names, uniform_counts(sizes, 0.9)))

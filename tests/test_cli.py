@@ -52,7 +52,7 @@ def test_bad_parameters_of_a_later_method_fail_before_anything_trains(tmp_path, 
         capsys, "run", "--task", "classification", "--methods", "dense,gap",
         "--method-arg", "gap.partitions=0", "--out", str(tmp_path),
     )  # fmt: skip
-    assert code == 2 and "partitions" in err and "training" not in out
+    assert code == 2 and "partitions" in err and "starting" not in out
     assert not (tmp_path / "records").exists()
 
 

@@ -32,6 +32,10 @@ BUILT_IN = [
             "lr_restart": True,
         },
     ),
+    ("snip", {}),
+    ("grasp", {}),
+    ("synflow", {"rounds": 10}),
+    ("snfs", {}),
 ]
 CASES = [
     (name, params, dist)
@@ -51,10 +55,18 @@ def test_built_in_methods_conform(name, params, distribution):
 
 
 def test_global_is_in_the_matrix_for_every_method_that_prunes_trained_weights():
-    assert {n for n, _, d in CASES if d == "global"} == {"dense", "magnitude", "oneshot", "gap"}
+    assert {n for n, _, d in CASES if d == "global"} == {
+        "dense",
+        "magnitude",
+        "oneshot",
+        "gap",
+        "snip",
+        "grasp",
+        "synflow",
+    }
 
 
-@pytest.mark.parametrize("name", ["static", "set", "rigl"])
+@pytest.mark.parametrize("name", ["static", "set", "rigl", "snfs"])
 def test_from_scratch_methods_refuse_global_with_a_clear_error(name):
     with pytest.raises(UserError, match="does not support --distribution global"):
         check_method(name, {}, distribution="global")
@@ -165,3 +177,31 @@ class ForgetsItsState(Method):
 def test_broken_methods_fail_the_check(broken, message):
     with pytest.raises(ConformanceError, match=message):
         check_method(broken)
+
+
+PATTERN_CASES = [
+    (name, params)
+    for name, params in BUILT_IN
+    if name not in ("dense", "snfs")
+    and not (name == "set" and "variant" not in params)
+    and not params.get("schedule") == "random"
+    and not params.get("first_dense")
+]
+
+
+@pytest.mark.parametrize("pattern", ["nm:2:4", "block:4x4"])
+@pytest.mark.parametrize(
+    "name, params", PATTERN_CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(PATTERN_CASES)]
+)
+def test_methods_keep_their_masks_inside_the_pattern(name, params, pattern):
+    report = check_method(name, params, pattern=pattern)
+    assert report.final_counts == report.target_counts
+
+
+def test_pattern_mistakes_are_clear_errors():
+    with pytest.raises(UserError, match="unstructured only"):
+        check_method("set", {}, pattern="nm:2:4")
+    with pytest.raises(UserError, match="fixes every layer"):
+        check_method("magnitude", {}, distribution="erk", pattern="nm:2:4")
+    with pytest.raises(UserError, match="nm:N:M"):
+        check_method("magnitude", {}, pattern="2:4")

@@ -56,3 +56,45 @@ def test_two_ranks_train_with_identical_masks_and_write_one_record(tmp_path):
     assert record["budget"]["global_batch"] == 64 and record["budget"]["steps_per_epoch"] == 17
     assert record["alive_prunable_params"] == round(0.1 * record["prunable_params"])
     assert record["metrics"]["top1"] > 10.0
+
+
+PGAP = ["--methods", "gap", "--profile", "digits", "--epochs", "1", "--device", "cpu", "--save-weights",
+        "--method-arg", "gap.mode=parallel", "--method-arg", "gap.partitions=2",
+        "--method-arg", "gap.rounds=1", "--method-arg", "gap.epochs_per_step=1",
+        "--method-arg", "gap.bn_batches=0"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_pgap_on_two_gloo_processes_equals_the_one_process_emulation(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    serial = [
+        sys.executable,
+        "-m",
+        "gapbench",
+        "run",
+        "--task",
+        "classification",
+        *PGAP,
+        "--out",
+        str(tmp_path / "serial"),
+    ]
+    parallel = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534",
+        "-m", "gapbench", "run", "--task", "classification", *PGAP, "--out", str(tmp_path / "groups"),
+    ]  # fmt: skip
+    for cmd in (serial, parallel):
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        assert result.returncode == 0, (result.stdout[-1500:], result.stderr[-1500:])
+    (a,), (b,) = (list((tmp_path / d / "weights").glob("*.pt")) for d in ("serial", "groups"))
+    one, two = torch.load(a), torch.load(b)
+    assert one["masks"].keys() == two["masks"].keys()
+    assert all(torch.equal(one["masks"][k], two["masks"][k]) for k in one["masks"])
+    for key, value in one["weights"].items():
+        torch.testing.assert_close(two["weights"][key], value, atol=1e-5, rtol=1e-4, msg=key)
+    (rec_one,), (rec_two,) = (
+        list((tmp_path / d / "records").glob("*.json")) for d in ("serial", "groups")
+    )
+    rec_one, rec_two = json.loads(rec_one.read_text()), json.loads(rec_two.read_text())
+    assert rec_one["budget"]["trainer_epochs"] == 2 and rec_two["budget"]["trainer_epochs"] == 1
+    assert rec_two["plan"]["worker_groups"] == 2
+    assert rec_two["flops"]["train"] == pytest.approx(rec_one["flops"]["train"], rel=1e-6)

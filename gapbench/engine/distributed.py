@@ -76,20 +76,71 @@ def init_from_env(device: torch.device) -> tuple[DistInfo, torch.device]:
     return DistInfo(dist.get_rank(), dist.get_world_size()), device
 
 
-def wrap(model: nn.Module, info: DistInfo) -> nn.Module:
+@dataclass(frozen=True)
+class WorkerGroups:
+    """kappa groups of m consecutive ranks (N = kappa * m): P-GaP's workers, each data-parallel
+    inside itself. `process_group` is this rank's group; collectives across groups use the world."""
+
+    count: int
+    size: int
+    index: int
+    local_rank: int
+    process_group: object | None = None
+
+    def leader(self, group: int) -> int:
+        """Global rank of a group's first rank (the source of its broadcasts)."""
+        return group * self.size
+
+
+def make_groups(info: DistInfo, count: int) -> WorkerGroups | None:
+    """Split the ranks into `count` groups; None when there is one process or one group."""
+    if count <= 1 or not info.enabled:
+        return None
+    from gapbench.errors import UserError
+
+    if info.world_size % count:
+        raise UserError(
+            f"P-GaP with {count} partitions needs a multiple of {count} processes, "
+            f"got {info.world_size}; use --nproc_per_node {count} (or a multiple)"
+        )
+    size = info.world_size // count
+    groups = [dist.new_group(list(range(g * size, (g + 1) * size))) for g in range(count)]
+    index = info.rank // size
+    return WorkerGroups(count, size, index, info.rank % size, groups[index])
+
+
+def wrap(model: nn.Module, info: DistInfo, groups: WorkerGroups | None = None) -> nn.Module:
     if not info.enabled:
         return model
+    if groups is not None:
+        if groups.size == 1:
+            return model  # a group of one rank: no gradient averaging needed
+        return nn.parallel.DistributedDataParallel(model, process_group=groups.process_group)
     return nn.parallel.DistributedDataParallel(model)
 
 
-def check_same_on_all_ranks(value: str, info: DistInfo, what: str) -> None:
-    """Raise if ranks disagree (e.g. on the mask checksum)."""
+def check_same_on_all_ranks(
+    value: str, info: DistInfo, what: str, groups: WorkerGroups | None = None
+) -> None:
+    """Raise if ranks disagree (e.g. on the mask checksum); within one worker group if given."""
     if not info.enabled:
         return
-    values: list[str | None] = [None] * info.world_size
-    dist.all_gather_object(values, value)
+    size = groups.size if groups is not None else info.world_size
+    if size == 1:
+        return
+    values: list[str | None] = [None] * size
+    group = groups.process_group if groups is not None else None
+    dist.all_gather_object(values, value, group=group)
     if len(set(values)) != 1:
         raise RuntimeError(f"{what} differs across ranks: {values}")
+
+
+def all_reduce_sum(value: float, info: DistInfo) -> float:
+    if not info.enabled:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return float(tensor.item())
 
 
 def barrier(info: DistInfo) -> None:

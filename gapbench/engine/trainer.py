@@ -20,7 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from gapbench.engine import distributed
-from gapbench.engine.distributed import DistInfo
+from gapbench.engine.distributed import DistInfo, WorkerGroups
 from gapbench.engine.flops import FlopsLedger, measure_forward_flops
 from gapbench.engine.loop import StepLoop, batch_samples
 from gapbench.report.atomic import atomic_torch_save
@@ -28,6 +28,7 @@ from gapbench.sparse.distribution import total_keep
 from gapbench.sparse.masks import MaskSet
 from gapbench.sparse.method import Budget, Context, Method
 from gapbench.sparse.partition import partitions_by_prefix
+from gapbench.sparse.pattern import Pattern
 from gapbench.sparse.selection import Selection, select_prunable
 from gapbench.task import DeviceLoader, Profile, Workload, move_to_device
 
@@ -48,12 +49,15 @@ class TrainSettings:
     dense_layers: tuple[str, ...]
     seed: int
     global_batch: int  # samples (or tokens) per optimizer step over all ranks
+    pattern: str = "unstructured"
     accumulate: int = 1
     precision: str = "fp32"
     max_steps: int | None = None
     channels_last: bool = False
     compile: bool = False
     checkpoint: Path | None = None
+    log: tuple[str, ...] = ()  # experiment trackers (tensorboard, wandb, mlflow)
+    log_dir: Path | None = None
 
 
 @dataclass
@@ -113,10 +117,12 @@ class Trainer:
         settings: TrainSettings,
         device: torch.device,
         dist: DistInfo | None = None,
+        groups: WorkerGroups | None = None,
     ):
         self.profile, self.workload, self.method = profile, workload, method
         self.settings, self.device = settings, device
         self.dist = dist or DistInfo()
+        self.groups = groups  # multi-process P-GaP: this rank's worker group
         self.move = workload.to_device or move_to_device
 
     # ---- build -------------------------------------------------------------------------------
@@ -138,6 +144,9 @@ class Trainer:
         )
         prunable = self.selection.prunable
         self.masks = MaskSet(self.model, prunable)
+        self.pattern = Pattern.parse(s.pattern)
+        for name in prunable:
+            self.pattern.check_shape(name, self.masks.params[name].shape)
         self.ledger = FlopsLedger(flops, self.masks)
         self.optimizer = self.profile.optimizer.build(self.model.parameters(), s.global_batch)
         self.steps_per_epoch = max(1, len(w.train_loader) // s.accumulate)  # type: ignore[arg-type]
@@ -146,12 +155,13 @@ class Trainer:
         )
         self.train_samples = int(train_samples) or self.steps_per_epoch
         samples_per_step = max(1, round(self.train_samples / self.steps_per_epoch))
-        comparison = Budget(s.epochs, self.steps_per_epoch, samples_per_step)
+        workers = self.groups.count if self.groups else 1
+        comparison = Budget(s.epochs, self.steps_per_epoch, samples_per_step, workers)
         self.plan = self.method.plan(comparison)
-        self.budget = Budget(self.plan.epochs, self.steps_per_epoch, samples_per_step)
+        self.budget = Budget(self.plan.epochs, self.steps_per_epoch, samples_per_step, workers)
         partitions = {
-            k: partitions_by_prefix(prunable, groups)
-            for k, groups in self.profile.partitions.items()
+            k: partitions_by_prefix(prunable, prefixes)
+            for k, prefixes in self.profile.partitions.items()
         }
         ctx = Context(
             model=self.model,
@@ -165,10 +175,14 @@ class Trainer:
             partitions=partitions,
             dense_weights=self.selection.dense_layers + self.selection.excluded,
             recalibrate_bn=lambda n: recalibrate_batchnorm(self.model, w, self.device, n),
+            probe_loss=self._probe_loss,
+            probe_ones=self._probe_ones,
+            workers=self.groups,
+            pattern=self.pattern,
         )
         self.method.setup(ctx)
         distributed.check_same_on_all_ranks(self.masks.checksum(), self.dist, "initial masks")
-        train_module = distributed.wrap(self.model, self.dist)
+        train_module = distributed.wrap(self.model, self.dist, self.groups)
         if s.compile:
             train_module = torch.compile(train_module)
         self.loop = StepLoop(
@@ -185,14 +199,45 @@ class Trainer:
             precision=s.precision,
             ledger=self.ledger,
             samples=w.samples or batch_samples,
-            world=self.dist.world_size,
+            world=self.groups.size if self.groups else self.dist.world_size,
             train_module=train_module,
         )
 
+    def _probe_loss(self) -> torch.Tensor:
+        """The loss on the first training batch, graph kept (pruning at initialisation)."""
+        self.model.train()
+        batch = self.move(next(iter(self.workload.train_loader)), self.device)
+        return self.workload.loss(self.model, batch)
+
+    def _probe_ones(self) -> Any:
+        """The forward output on the example batch with every floating input set to one."""
+        dtype = next(self.model.parameters()).dtype
+
+        def ones(x: Any) -> Any:
+            if isinstance(x, torch.Tensor) and x.is_floating_point():
+                return torch.ones_like(x, dtype=dtype)
+            if isinstance(x, list | tuple):
+                return type(x)(ones(v) for v in x)
+            if isinstance(x, dict):
+                return {k: ones(v) for k, v in x.items()}
+            return x
+
+        return self.workload.forward(
+            self.model, ones(self.move(self.workload.example_batch, self.device))
+        )
+
     # ---- checkpoint --------------------------------------------------------------------------
-    def _save(self, epoch: int, history: list[dict], elapsed: float) -> None:
+    def _checkpoint_path(self) -> Path | None:
+        """One checkpoint per run, or per worker group (their states differ inside a round)."""
         path = self.settings.checkpoint
-        if path is None or not self.dist.is_main:
+        if path is None or self.groups is None:
+            return path
+        return path.with_name(f"{path.stem}.group{self.groups.index}{path.suffix}")
+
+    def _save(self, epoch: int, history: list[dict], elapsed: float) -> None:
+        path = self._checkpoint_path()
+        leader = self.groups.local_rank == 0 if self.groups else self.dist.is_main
+        if path is None or not leader:
             return
         state = {
             "epoch": epoch,
@@ -208,7 +253,7 @@ class Trainer:
         atomic_torch_save(state, path)
 
     def _load(self) -> tuple[int, list[dict], float]:
-        state = torch.load(self.settings.checkpoint, map_location=self.device)
+        state = torch.load(self._checkpoint_path(), map_location=self.device)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.method.load_state_dict(state["method"])
@@ -231,17 +276,28 @@ class Trainer:
         self.build()
         s = self.settings
         first_epoch, history, elapsed_before = 0, [], 0.0
-        checkpoint = s.checkpoint
+        checkpoint = self._checkpoint_path()
         if resume and checkpoint is not None and checkpoint.exists():
             first_epoch, history, elapsed_before = self._load()
+            if self.dist.is_main:
+                print(f"{label}: resuming after epoch {first_epoch} from {checkpoint}", flush=True)
         stopped = False
+        tracker = None
+        if s.log and self.dist.is_main:
+            from gapbench.engine.tracking import Tracker
+
+            tracker = Tracker(
+                list(s.log), s.log_dir or Path("."), label, {"label": label, **self.plan.points}
+            )
         epochs = range(first_epoch, self.plan.epochs)
         for epoch in tqdm(epochs, desc=label, disable=None, leave=False):
-            seed_everything(s.seed * 100_003 + epoch)
+            data_epoch = self.plan.data_epoch(epoch) if self.plan.data_epoch else epoch
+            seed_everything(s.seed * 100_003 + data_epoch)
             sampler = getattr(self.workload.train_loader, "sampler", None)
             for target in (sampler, self.workload.train_loader):
                 if hasattr(target, "set_epoch"):
-                    target.set_epoch(epoch)
+                    target.set_epoch(data_epoch)
+            first_step = self.loop.step
             stats = self.loop.run_epoch(
                 epoch, self._epoch_batches(), s.accumulate, self.steps_per_epoch, s.max_steps
             )
@@ -254,19 +310,38 @@ class Trainer:
                     "sparsity": round(self.masks.overall_sparsity(), 6),
                 }
             )
-            distributed.check_same_on_all_ranks(self.masks.checksum(), self.dist, "masks")
+            if tracker is not None:
+                from gapbench.engine.tracking import epoch_scalars
+
+                span = (first_step, self.loop.step)
+                tracker.log(epoch_scalars(history[-1], self.method.log, span), step=epoch)
+            checksum = self.masks.checksum()
+            distributed.check_same_on_all_ranks(checksum, self.dist, "masks", self.groups)
             self._save(epoch + 1, history, elapsed_before + time.time() - start)
             if stopped or (stop_after_epoch is not None and epoch + 1 >= stop_after_epoch):
                 break
         if stop_after_epoch is not None and not stopped and len(history) < self.plan.epochs:
+            if tracker is not None:
+                tracker.close()
             return None
-        return self._finish(history, elapsed_before + time.time() - start, stopped)
+        result = self._finish(history, elapsed_before + time.time() - start, stopped)
+        if tracker is not None:
+            final = {f"test/{k}": v for k, v in result.metrics.items()}
+            final.update({f"val/{k}": v for k, v in result.val_metrics.items()})
+            tracker.log(final, step=len(history))
+            tracker.close()
+        return result
 
     def _finish(self, history: list[dict], elapsed: float, stopped: bool) -> RunResult:
         method, masks, s = self.method, self.masks, self.settings
         method.finish()
+        distributed.check_same_on_all_ranks(masks.checksum(), self.dist, "final masks")
         if method.sparse:
             self._check_exact_counts()
+        train_flops, same_steps = self.ledger.train_flops, self.ledger.dense_train_flops
+        if self.groups is not None:  # every group's own steps, counted once per group
+            train_flops = distributed.all_reduce_sum(train_flops, self.dist) / self.groups.size
+            same_steps = distributed.all_reduce_sum(same_steps, self.dist) / self.groups.size
         metrics, val = {}, {}
         if self.dist.is_main:
             metrics = self._evaluate(self.workload.test_loader)
@@ -303,8 +378,8 @@ class Trainer:
                 ",".join(s.dense_layers) or "none", self.profile.exclude
             ),
             flops={
-                "train": self.ledger.train_flops,
-                "dense_train_same_steps": self.ledger.dense_train_flops,
+                "train": train_flops,
+                "dense_train_same_steps": same_steps,
                 # What dense training costs over the comparison's budget: every method's
                 # training FLOPs are read against this one number.
                 "dense_train_budget": 3 * dense_fwd * self.train_samples * s.epochs,
@@ -323,7 +398,15 @@ class Trainer:
         wrong = {
             n: (masks.count(n), k) for n, k in method.target_counts.items() if masks.count(n) != k
         }
-        expected = total_keep([masks.numel(n) for n in masks.names], s.sparsity)
+        numels = [masks.numel(n) for n in masks.names]
+        expected = total_keep(numels, s.sparsity)
+        if self.pattern.kind == "block":  # whole blocks: the total rounded to blocks
+            expected = round(expected / self.pattern.unit) * self.pattern.unit
+        outside = [n for n in masks.names if not self.pattern.holds(masks.masks[n])]
+        if outside:
+            raise RuntimeError(
+                f"method {method.name} left masks outside --pattern {self.pattern}: {outside}"
+            )
         if wrong or masks.alive() != expected:
             raise RuntimeError(
                 f"method {method.name} left wrong keep counts: {wrong or ''} "

@@ -144,3 +144,35 @@ def unflatten_optimizer_state(
 def slot_owner(owner: dict[str, int]) -> Callable[[str], int | None]:
     """An optimizer slot ("<param name>/<slot>") is owned by whoever owns its parameter."""
     return lambda key: owner.get(key.rsplit("/", 1)[0])
+
+
+def merge_across_groups(
+    state: dict[str, Any], owner_of: Callable[[str], int | None], groups: Any
+) -> dict[str, torch.Tensor]:
+    """The multi-process merge (torch.distributed, every rank calls it with its own state).
+
+    Owned entries are broadcast from their group's first rank; floating-point entries owned by no
+    one are averaged over all ranks (every rank of a group holds the same state, so this is the
+    mean over groups); integer ones come from the last group — the same rule as the one-process
+    `MergeAccumulator`, so both give the same merged model to floating-point tolerance.
+    """
+    import torch.distributed as dist
+
+    keys = sorted(k for k, v in state.items() if isinstance(v, torch.Tensor))
+    everyone: list[list[str] | None] = [None] * (groups.count * groups.size)
+    dist.all_gather_object(everyone, keys)
+    if any(other != keys for other in everyone):
+        raise RuntimeError("P-GaP merge: worker groups hold different state entries")
+    merged = {}
+    for key in keys:
+        value = state[key].detach().clone()
+        owner = owner_of(key)
+        if owner is not None:
+            dist.broadcast(value, src=groups.leader(owner))
+        elif value.is_floating_point():
+            dist.all_reduce(value)
+            value /= groups.count * groups.size
+        else:
+            dist.broadcast(value, src=groups.leader(groups.count - 1))
+        merged[key] = value
+    return merged

@@ -32,7 +32,7 @@ import copy
 import math
 import random
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -40,6 +40,7 @@ from gapbench.errors import UserError
 from gapbench.gap.merge import (
     MergeAccumulator,
     flatten_optimizer_state,
+    merge_across_groups,
     owners,
     slot_owner,
     unflatten_optimizer_state,
@@ -52,6 +53,8 @@ from gapbench.sparse.partition import check_partitions, consecutive_partitions
 
 @dataclass(frozen=True)
 class GaPParams(Params):
+    EPOCH_FIELDS: ClassVar[tuple[str, ...]] = ("epochs_per_step", "finetune")
+
     partitions: int = 4  # kappa
     schedule: Literal["cyclic", "random"] = "cyclic"
     mode: Literal["sequential", "parallel"] = "sequential"  # C-GaP | P-GaP
@@ -73,6 +76,8 @@ class GaPParams(Params):
             raise UserError("finetune must be >= 0 epochs, or -1 for the rest of the budget")
         if self.mode == "parallel" and self.schedule != "cyclic":
             raise UserError("mode=parallel needs schedule=cyclic (each worker owns a partition)")
+        if self.peak_lr_decay != "constant" and self.mode != "sequential":
+            raise UserError("peak_lr_decay is a C-GaP option (mode=sequential)")
         if self.first_dense and (self.mode, self.schedule) != ("sequential", "cyclic"):
             raise UserError("first_dense is a C-GaP option (mode=sequential, schedule=cyclic)")
         if self.bn_batches < 0:
@@ -92,6 +97,10 @@ class GaP(Method):
         """Grow steps over the whole run (all workers, for P-GaP)."""
         p = self.params
         return p.rounds * p.partitions + int(p.first_dense)
+
+    def worker_groups(self) -> int:
+        """Process groups this method can use at once: P-GaP's kappa workers."""
+        return self.params.partitions if self.params.mode == "parallel" else 1
 
     @property
     def grow_epochs_per_worker(self) -> int:
@@ -121,7 +130,9 @@ class GaP(Method):
                 f"(needs {finetune}); drop gap.finetune or set --epochs "
                 f"{self.grow_epochs_per_worker + p.finetune}"
             )
-        grow = self.steps * p.epochs_per_step  # trainer epochs of grow steps (all workers)
+        multi = p.mode == "parallel" and budget.workers == p.partitions
+        # Trainer epochs of grow steps: all workers one after another, or one worker's own.
+        grow = self.grow_epochs_per_worker if multi else self.steps * p.epochs_per_step
         spe = budget.steps_per_epoch
         points = {
             "grow_steps": self.steps,
@@ -132,9 +143,20 @@ class GaP(Method):
             "steps_per_grow_step": p.epochs_per_step * spe,
         }
         clock = None
-        if p.lr_restart or p.mode == "parallel" or p.peak_lr_decay != "constant":
+        if p.lr_restart or (p.mode == "parallel" and not multi) or p.peak_lr_decay != "constant":
             clock = self._lr_clock(grow, finetune, spe)
-        return Plan(epochs=grow + finetune, lr_clock=clock, points=points)
+        data_epoch = self._serial_epoch if multi else None
+        points["worker_groups"] = budget.workers if multi else 1
+        return Plan(epochs=grow + finetune, lr_clock=clock, points=points, data_epoch=data_epoch)
+
+    def _serial_epoch(self, epoch: int) -> int:
+        """The one-device emulation's epoch that a worker group's `epoch` stands for: both see
+        the same data order and dropout, so they merge to the same model."""
+        p, k = self.params, self.ctx.workers.index
+        T, grow = p.epochs_per_step, self.grow_epochs_per_worker
+        if epoch >= grow:
+            return self.steps * T + epoch - grow
+        return ((epoch // T) * p.partitions + k) * T + epoch % T
 
     def _lr_clock(self, grow: int, finetune: int, spe: int):
         """Where the LR schedule stands at an optimizer step."""
@@ -169,6 +191,7 @@ class GaP(Method):
     # ---- setup -------------------------------------------------------------------------------
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
+        self.multi = self.params.mode == "parallel" and ctx.workers is not None
         p, masks = self.params, ctx.masks
         if ctx.distribution == "global":
             # Before training, magnitudes carry no information: start uniform; every prune then
@@ -198,8 +221,12 @@ class GaP(Method):
 
     # ---- schedule ----------------------------------------------------------------------------
     def _step_of(self, epoch: int) -> int | None:
-        """Grow step that trainer epoch `epoch` belongs to (None during fine-tune)."""
-        index = epoch // self.params.epochs_per_step
+        """Grow step that trainer epoch `epoch` belongs to (None during fine-tune). A worker
+        group of multi-process P-GaP runs the steps of its own partition only."""
+        p = self.params
+        if self.multi:
+            epoch = self._serial_epoch(epoch)
+        index = epoch // p.epochs_per_step
         return index if index < self.steps else None
 
     def _names_grown(self, step: int) -> list[str]:
@@ -222,7 +249,7 @@ class GaP(Method):
             return
         if self.params.optimizer_restart:
             self.ctx.optimizer.state.clear()
-        if self.params.mode == "parallel":
+        if self.params.mode == "parallel" and not self.multi:
             worker = step % self.params.partitions
             if worker == 0:
                 self._snapshot = self._capture()
@@ -248,12 +275,20 @@ class GaP(Method):
             return
         if self.params.mode == "sequential":
             self._prune(self._grown)
+        elif self.multi:
+            self._merge_groups()
         else:
             worker = step % self.params.partitions
             self._fold_in(worker)
             if worker == self.params.partitions - 1:
                 self._finish_merge()
         self._grown = []
+
+    def expected_densities(self, epoch: int) -> dict[str, float]:
+        step = self._step_of(epoch)
+        grown = set(self._names_grown(step)) if step is not None else set()
+        target = super().expected_densities(epoch)
+        return {n: 1.0 if n in grown else target[n] for n in self.masks.names}
 
     def finish(self) -> None:
         # A run cut short (--max-steps) may stop inside a grow step: settle at the target anyway.
@@ -312,6 +347,27 @@ class GaP(Method):
         if self.ctx.recalibrate_bn is not None and self.params.bn_batches:
             self.ctx.recalibrate_bn(self.params.bn_batches)
         self._snapshot, self._merge, self._opt_merge = None, None, None
+
+    # ---- P-GaP on worker groups (torch.distributed) -------------------------------------------
+    def _merge_groups(self) -> None:
+        model, optimizer, groups = self.ctx.model, self.ctx.optimizer, self.ctx.workers
+        owner = owners(list(model.state_dict()), self.groups, self.ctx.dense_weights)
+        model.load_state_dict(merge_across_groups(model.state_dict(), owner.get, groups))
+        names = self._param_names()
+        template = optimizer.state_dict()
+        flat = merge_across_groups(
+            flatten_optimizer_state(template, names), slot_owner(owner), groups
+        )
+        optimizer.load_state_dict(unflatten_optimizer_state(flat, template, names))
+        for name in self.masks.names:
+            self.masks.set_mask(name, torch.ones_like(self.masks.masks[name]))
+        self._prune(list(self.masks.names))
+        if self.ctx.recalibrate_bn is not None and self.params.bn_batches:
+            self.ctx.recalibrate_bn(self.params.bn_batches)
+            buffers = {k: v for k, v in model.state_dict().items() if "running_" in k}
+            model.load_state_dict(
+                merge_across_groups(buffers, lambda key: None, groups), strict=False
+            )
 
     # ---- persistence -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

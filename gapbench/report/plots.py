@@ -1,38 +1,190 @@
-"""Plots from the leaderboard table: final metric against sparsity, one line per method."""
+"""Plots made from records alone (PNG, under `<out>/plots/`):
+
+- `<task>-<profile>-<budget>-sparsity.png`: metric vs sparsity, 95% t-interval error bars, one
+  line per method and distribution, dense as a band;
+- `<task>-<profile>-flops.png`: metric vs training FLOPs relative to dense (RigL's figure), every
+  budget of that task and profile;
+- `<task>-<profile>-gap-schedule.png`: GaP's partition densities over epochs (the schedule seen);
+- `<task>-<profile>-turnover.png`: RigL/SET mask turnover at every update.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
 
+from gapbench.report.records import RunRecord
 
-def plot_leaderboard(table: pd.DataFrame, out: Path) -> list[Path]:
-    """One PNG per task/profile/budget: metric vs. sparsity; the dense reference as a line."""
-    if table.empty:
-        return []
+STYLE = {
+    "dense": "k",
+    "gap": "tab:red",
+    "magnitude": "tab:blue",
+    "rigl": "tab:green",
+    "set": "tab:orange",
+    "static": "tab:gray",
+    "oneshot": "tab:purple",
+}
+MARKERS = {"uniform": "o", "erk": "s", "global": "^", "dense": "_"}
+
+
+def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paths = []
-    for (task, profile, epochs), g in table.groupby(["task", "profile", "epochs"], sort=True):
-        fig, ax = plt.subplots(figsize=(6, 4))
+    plt.rcParams["svg.hashsalt"] = "gapbench"
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    return path
+
+
+def _error(row: pd.Series) -> float:
+    return 0.0 if math.isnan(row["ci95_high"]) else row["ci95_high"] - row["mean"]
+
+
+def plot_sparsity(table: pd.DataFrame, out: Path) -> list[Path]:
+    plt, paths = _plt(), []
+    for (task, profile, mode, mult, epochs), g in table.groupby(
+        ["task", "profile", "budget_mode", "multiplier", "epochs"], sort=True
+    ):
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
         for (method, dist), m in g.groupby(["method", "distribution"], sort=True):
+            color = STYLE.get(method)
             if method == "dense":
-                ax.axhline(m["score_mean"].mean(), color="black", linestyle="--", label="dense")
+                r = m.iloc[0]
+                ax.axhline(r["mean"], color="k", linestyle="--", label="dense")
+                if not math.isnan(r["ci95_low"]):
+                    ax.axhspan(r["ci95_low"], r["ci95_high"], color="k", alpha=0.08)
                 continue
             m = m.sort_values("sparsity")
-            ax.plot(m["sparsity"], m["score_mean"], marker="o", label=f"{method} ({dist})")
+            ax.errorbar(
+                m["sparsity"],
+                m["mean"],
+                yerr=[_error(r) for _, r in m.iterrows()],
+                marker=MARKERS.get(dist, "o"),
+                color=color,
+                capsize=3,
+                label=f"{method} ({dist})",
+            )
         ax.set_xlabel("sparsity")
-        ax.set_ylabel(g["metric"].iloc[0])
-        ax.set_title(f"{task} ({profile}, {epochs} epochs)")
+        ax.set_ylabel(f"{g['metric'].iloc[0]} (mean, 95% CI)")
+        budget = (
+            f"{epochs} ep"
+            + (f", {mult:g}x" if mult != 1 else "")
+            + (", FLOPs-matched" if mode == "flops" else "")
+        )
+        ax.set_title(f"{task} ({profile}, {budget})")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        path = out / f"leaderboard-{task}-{profile}-{epochs}ep.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
+        ax.legend(fontsize=7)
+        name = f"{task}-{profile}-{mode}-{mult:g}x-{epochs}ep-sparsity.png"
+        paths.append(_save(fig, out / "plots" / name))
         plt.close(fig)
-        paths.append(path)
     return paths
+
+
+def plot_flops(table: pd.DataFrame, out: Path) -> list[Path]:
+    plt, paths = _plt(), []
+    for (task, profile), g in table.groupby(["task", "profile"], sort=True):
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for (method, dist, sparsity), m in g.groupby(
+            ["method", "distribution", "sparsity"], sort=True
+        ):
+            m = m.sort_values("train_flops_vs_dense")
+            ax.errorbar(
+                m["train_flops_vs_dense"],
+                m["mean"],
+                yerr=[_error(r) for _, r in m.iterrows()],
+                marker=MARKERS.get(dist, "o"),
+                color=STYLE.get(method),
+                capsize=3,
+                linestyle="-" if len(m) > 1 else "none",
+                label=f"{method} {dist} {sparsity:.2f}",
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("training FLOPs / dense training over the budget")
+        ax.set_ylabel(g["metric"].iloc[0])
+        ax.set_title(f"{task} ({profile}): metric vs training FLOPs")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=6, ncol=2)
+        paths.append(_save(fig, out / "plots" / f"{task}-{profile}-flops.png"))
+        plt.close(fig)
+    return paths
+
+
+def _first(records: list[RunRecord], method: str, task: str, profile: str) -> RunRecord | None:
+    """The reference run to draw a schedule from: lowest seed, 90% (else first) uniform."""
+    runs = [
+        r
+        for r in records
+        if r.method == method
+        and r.task == task
+        and r.profile == profile
+        and r.status == "complete"
+        and r.budget_mode == "epochs"
+        and r.multiplier == 1
+    ]
+    runs.sort(key=lambda r: (abs(r.sparsity - 0.9), r.distribution != "uniform", r.seed, r.run_id))
+    return runs[0] if runs else None
+
+
+def plot_schedules(records: list[RunRecord], out: Path) -> list[Path]:
+    plt, paths = _plt(), []
+    for task, profile in sorted({(r.task, r.profile) for r in records}):
+        gap = _first(records, "gap", task, profile)
+        if gap and gap.method_log.get("partition_density"):
+            density = gap.method_log["partition_density"]
+            fig, ax = plt.subplots(figsize=(6.4, 3.6))
+            for k in range(len(density[0])):
+                ax.step(
+                    range(len(density)),
+                    [row[k] for row in density],
+                    where="post",
+                    label=f"partition {k + 1}",
+                )
+            ax.set_xlabel("trainer epoch")
+            ax.set_ylabel("density")
+            ax.set_ylim(0, 1.05)
+            ax.set_title(
+                f"GaP schedule: {task} ({profile}), {gap.params.get('mode')}, s={gap.sparsity}, seed {gap.seed}"
+            )
+            ax.legend(fontsize=7)
+            paths.append(_save(fig, out / "plots" / f"{task}-{profile}-gap-schedule.png"))
+            plt.close(fig)
+        dynamic = [
+            r
+            for r in (_first(records, m, task, profile) for m in ("rigl", "set"))
+            if r and r.method_log.get("updates")
+        ]
+        if dynamic:
+            fig, ax = plt.subplots(figsize=(6.4, 3.6))
+            for r in dynamic:
+                updates = r.method_log["updates"]
+                ax.plot(
+                    [u["step"] for u in updates],
+                    [u["turnover"] for u in updates],
+                    marker=".",
+                    color=STYLE.get(r.method),
+                    label=f"{r.method} (s={r.sparsity}, seed {r.seed})",
+                )
+            ax.set_xlabel("optimizer step")
+            ax.set_ylabel("mask turnover (new / alive)")
+            ax.set_title(f"RigL/SET mask turnover: {task} ({profile})")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+            paths.append(_save(fig, out / "plots" / f"{task}-{profile}-turnover.png"))
+            plt.close(fig)
+    return paths
+
+
+def write_plots(table: pd.DataFrame, records: list[RunRecord], out: Path) -> list[Path]:
+    if table.empty:
+        return []
+    return plot_sparsity(table, out) + plot_flops(table, out) + plot_schedules(records, out)

@@ -12,19 +12,32 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 
 def topk_mask(score: torch.Tensor, k: int) -> torch.Tensor:
-    """Bool mask with exactly k True entries at the largest scores; ties go to the lower index."""
+    """Bool mask with exactly k True entries at the largest scores; ties go to the lower index.
+
+    Linear time (a k-th value selection, then the tied entries by position) instead of a full
+    sort: pruning a ResNet-50 partition costs less than one training step."""
     flat = score.detach().flatten().float()
-    mask = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-    if k > 0:
-        # A stable descending sort makes tie-breaking deterministic (lower index wins).
-        order = torch.sort(flat, descending=True, stable=True).indices
-        mask[order[:k]] = True
-    return mask.view_as(score)
+    n = flat.numel()
+    if k <= 0:
+        return torch.zeros_like(score, dtype=torch.bool)
+    if k >= n:
+        return torch.ones_like(score, dtype=torch.bool)
+    if flat.device.type == "cpu":  # numpy's introselect is ~3x faster than kthvalue on CPU
+        threshold = torch.tensor(np.partition(flat.numpy(), n - k)[n - k])
+    else:
+        threshold = torch.kthvalue(flat, n - k + 1).values  # the k-th largest score
+    above = flat > threshold
+    tied = flat == threshold
+    need = k - int(above.sum())
+    if int(tied.sum()) > need:  # keep the first `need` tied entries by position
+        tied &= torch.cumsum(tied, 0) <= need
+    return (above | tied).view_as(score)
 
 
 class MaskSet:

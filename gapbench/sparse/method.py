@@ -21,15 +21,24 @@ import torch
 from torch import nn
 
 from gapbench.errors import UserError
-from gapbench.sparse.distribution import DISTRIBUTIONS, keep_counts
-from gapbench.sparse.masks import MaskSet, random_masks, topk_mask
+from gapbench.sparse.distribution import (
+    DISTRIBUTIONS,
+    global_counts_total,
+    keep_counts,
+    total_keep,
+)
+from gapbench.sparse.masks import MaskSet, random_masks
+from gapbench.sparse.pattern import Pattern
 
 
 # ---- parameters ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Params:
     """Base of a method's parameters. Subclass as `@dataclass(frozen=True)` with typed defaults;
-    `Literal[...]` fields are choices. Override `check()` for rules across fields."""
+    `Literal[...]` fields are choices. Override `check()` for rules across fields. Fields counted
+    in epochs are listed in EPOCH_FIELDS: a training multiplier stretches them with the run."""
+
+    EPOCH_FIELDS: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
@@ -52,6 +61,15 @@ class Params:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def scaled(self, multiplier: float) -> dict[str, Any]:
+        """The parameters of a run `multiplier` times as long (epoch counts stretched; -1, meaning
+        "the rest of the budget", stays)."""
+        values = self.as_dict()
+        for key in self.EPOCH_FIELDS:
+            if values[key] > 0:
+                values[key] = max(1, round(values[key] * multiplier))
+        return values
 
 
 def _options(hint: Any) -> tuple[Any, ...]:
@@ -122,6 +140,7 @@ class Budget:
     epochs: int
     steps_per_epoch: int = 1
     samples_per_step: int = 1
+    workers: int = 1  # process groups training at once (multi-process P-GaP)
 
     @property
     def total_steps(self) -> int:
@@ -144,13 +163,15 @@ class Plan:
     its workers one after another); `lr_clock(step)` gives the LR schedule's position, length and
     peak scale (None: one schedule over the run); `dense_grad(step)` marks steps whose unmasked
     gradients the method reads; `replaces_step(step)` marks steps whose optimizer step the mask
-    update replaces (RigL). `points` holds the resolved schedule in steps, for the record."""
+    update replaces (RigL). `points` holds the resolved schedule in steps, for the record;
+    `data_epoch(epoch)` the epoch whose data order and dropout an epoch uses (P-GaP groups)."""
 
     epochs: int
     lr_clock: Callable[[int], LrPoint] | None = None
     dense_grad: Callable[[int], bool] = never
     replaces_step: Callable[[int], bool] = never
     points: dict[str, Any] = field(default_factory=dict)
+    data_epoch: Callable[[int], int] | None = None  # epoch index that seeds the data order
 
 
 @dataclass
@@ -169,7 +190,13 @@ class Context:
     partitions: dict[int, list[list[str]]] = field(default_factory=dict)  # the task's, by kappa
     dense_weights: list[str] = field(default_factory=list)  # conv/linear weights kept dense
     # Services the loop offers: re-estimate batch-norm statistics on a few training batches.
-    recalibrate_bn: Callable[[], None] | None = None
+    recalibrate_bn: Callable[[int], None] | None = None
+    # Probes for pruning at initialisation, never the data itself: the loss on one training batch
+    # (graph kept, model in train mode), and the forward output on all-ones inputs (SynFlow).
+    probe_loss: Callable[[], torch.Tensor] | None = None
+    probe_ones: Callable[[], torch.Tensor] | None = None
+    workers: Any = None  # engine.distributed.WorkerGroups when the method runs on worker groups
+    pattern: Pattern = field(default_factory=Pattern)  # where masks may keep weights
 
 
 # ---- the method base class -------------------------------------------------------------------
@@ -186,7 +213,11 @@ class Method:
     # True when per-layer counts shrink gradually towards the target (GMP): the conformance check
     # then accepts intermediate counts that only ever decrease.
     gradual: ClassVar[bool] = False
+    # True when per-layer counts move between layers at a fixed total (SNFS): the conformance
+    # check then holds the total exact instead of every layer.
+    redistributes: ClassVar[bool] = False
     distributions: ClassVar[tuple[str, ...]] = DISTRIBUTIONS
+    patterns: ClassVar[tuple[str, ...]] = ("unstructured", "nm", "block")
 
     def __init__(self, params: Params | None = None, **values: Any):
         try:
@@ -200,11 +231,27 @@ class Method:
         self.target_counts: dict[str, int] = {}
 
     @classmethod
-    def check_distribution(cls, distribution: str) -> None:
+    def worker_groups(self) -> int:
+        """How many process groups the method can train at once (P-GaP: kappa); 1 = none."""
+        return 1
+
+    @classmethod
+    def check_distribution(cls, distribution: str, pattern: Pattern | None = None) -> None:
         if distribution not in cls.distributions:
             raise UserError(
                 f"method {cls.name!r} does not support --distribution {distribution}; "
                 f"it takes: {', '.join(cls.distributions)}"
+            )
+        if pattern is not None and pattern.kind == "nm" and distribution != "uniform":
+            raise UserError(
+                f"--pattern {pattern} fixes every layer's count: use --distribution uniform"
+            )
+
+    def check_pattern(self, pattern: Pattern) -> None:
+        if pattern.kind not in self.patterns:
+            raise UserError(
+                f"method {self.name!r} does not support --pattern {pattern}; it takes: "
+                f"{', '.join(self.patterns)}"
             )
 
     # ---- the contract ------------------------------------------------------------------------
@@ -231,6 +278,11 @@ class Method:
     def update(self, step: int) -> None:
         """After the optimizer step (or instead of it, on `plan.replaces_step` steps)."""
 
+    def expected_densities(self, epoch: int) -> dict[str, float]:
+        """Each prunable tensor's density during trainer epoch `epoch`, as the plan foresees it
+        (after setup, before training): how `--match flops` prices a budget without trial runs."""
+        return {n: self.target_counts[n] / self.masks.numel(n) for n in self.masks.names}
+
     def finish(self) -> None:
         """Settle at the target before evaluation (a run cut short may stop mid-schedule)."""
         for name in self.masks.names:
@@ -251,11 +303,16 @@ class Method:
         """Exact per-layer keep counts at `sparsity` over `names` (all prunable tensors by
         default) under the run's distribution; `global` ranks the current weights."""
         names = list(names or self.masks.names)
+        pattern = self.ctx.pattern
+        if pattern.kind == "nm":
+            return {n: pattern.count(self.masks.numel(n)) for n in names}
         shapes = [tuple(self.masks.params[n].shape) for n in names]
         scores = None
         if self.ctx.distribution == "global":
             scores = [self.magnitude(n) for n in names]
-        return dict(zip(names, keep_counts(self.ctx.distribution, shapes, sparsity, scores)))
+        counts = keep_counts(self.ctx.distribution, shapes, sparsity, scores)
+        numels = [self.masks.numel(n) for n in names]
+        return dict(zip(names, pattern.quantize(counts, numels, sum(counts))))
 
     def magnitude(self, name: str) -> torch.Tensor:
         """|w| with dead entries at -1, so a prune never revives them over a live weight."""
@@ -266,13 +323,36 @@ class Method:
         """Keep exactly the top-k entries of `name` by |w| (or by `score`)."""
         w = self.masks.params[name]
         s = w.detach().abs() if score is None else score
-        return self.masks.set_mask(name, topk_mask(s, k), self.ctx.optimizer)
+        return self.masks.set_mask(name, self.ctx.pattern.select(s, k), self.ctx.optimizer)
+
+    def prune_by_scores(
+        self, scores: dict[str, torch.Tensor], sparsity: float | None = None
+    ) -> None:
+        """Keep the highest scores: one global ranking under `global` (as pruning-at-init papers
+        do), the distribution's per-layer counts otherwise. Sets `target_counts`."""
+        sparsity = self.ctx.sparsity if sparsity is None else sparsity
+        names = self.masks.names
+        if self.ctx.distribution == "global":
+            numels = [self.masks.numel(n) for n in names]
+            total = total_keep(numels, sparsity)
+            found = global_counts_total([scores[n] for n in names], total)
+            counts = dict(zip(names, self.ctx.pattern.quantize(found, numels, total)))
+        else:
+            counts = self.counts_at(sparsity)
+        for name in names:
+            self.prune_to(name, counts[name], score=scores[name])
+        self.target_counts = counts
 
     def draw_random_masks(self, names: list[str] | None = None) -> None:
         """Exact-count random masks from one generator seeded by the run's seed (same on every
         data-parallel rank, reproducible on resume)."""
         names = list(names or self.masks.names)
         gen = torch.Generator().manual_seed(self.ctx.seed)
+        if self.ctx.pattern.kind != "unstructured":  # random scores, selected inside the pattern
+            for name in names:
+                score = torch.rand(self.masks.params[name].shape, generator=gen)
+                self.prune_to(name, self.target_counts[name], score=score)
+            return
         shapes = [self.masks.params[n].shape for n in names]
         counts = [self.target_counts[n] for n in names]
         for name, mask in zip(names, random_masks(shapes, counts, gen)):

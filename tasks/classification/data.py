@@ -14,6 +14,7 @@ from PIL import Image
 from torchvision import datasets
 
 from gapbench.errors import UserError
+from gapbench.task import generate_once
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 DIGITS_VERSION = 1
@@ -45,9 +46,10 @@ def ensure_digits(cache_dir: Path) -> Path:
     """Write sklearn's bundled digits (1797 real 8x8 scans) as PNGs in ImageFolder layout with a
     fixed stratified 60/20/20 train/val/test split. Done once; a marker file records completion."""
     root = cache_dir / f"digits-v{DIGITS_VERSION}"
-    marker = root / "COMPLETE.json"
-    if marker.exists():
-        return root
+    return generate_once(root, (root / "COMPLETE.json").exists, lambda: _write_digits(root))
+
+
+def _write_digits(root: Path) -> None:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -72,4 +74,3 @@ def ensure_digits(cache_dir: Path) -> Path:
 
         shutil.rmtree(root)
     tmp.rename(root)
-    return root

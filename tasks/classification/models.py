@@ -11,9 +11,15 @@ class TinyResNet(nn.Module):
     """Three stages of two basic blocks (16/32/64 channels): a real residual CNN that trains on
     2 CPU cores in seconds per epoch."""
 
-    def __init__(self, num_classes: int = 10, widths: tuple[int, ...] = (16, 32, 64)):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        widths: tuple[int, ...] = (16, 32, 64),
+        stem_stride: int = 1,
+        blocks: int = 2,
+    ):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, widths[0], 3, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(3, widths[0], 3, stem_stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU(inplace=True)
         layers = []
@@ -23,7 +29,8 @@ class TinyResNet(nn.Module):
             down = None
             if stride != 1 or in_ch != w:
                 down = nn.Sequential(nn.Conv2d(in_ch, w, 1, stride, bias=False), nn.BatchNorm2d(w))
-            layers.append(nn.Sequential(BasicBlock(in_ch, w, stride, down), BasicBlock(w, w)))
+            rest = [BasicBlock(w, w) for _ in range(blocks - 1)]
+            layers.append(nn.Sequential(BasicBlock(in_ch, w, stride, down), *rest))
             in_ch = w
         self.layer1, self.layer2, self.layer3 = layers
         self.pool = nn.AdaptiveAvgPool2d(1)

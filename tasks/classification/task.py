@@ -25,25 +25,46 @@ from tasks.classification.data import (
     image_folder,
 )
 from tasks.classification.models import TinyResNet, build_resnet50
+from tasks.classification.synthetic import VERSION as SHAPES_VERSION
+from tasks.classification.synthetic import ensure_shapes
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
+_SMALL = dict(
+    batch_size=64,
+    optimizer=OptimizerRecipe("sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4),
+    lr_schedule=LrSchedule("cosine", warmup_epochs=1),
+    dense_layers="first",
+    method_defaults={
+        "gap": {"partitions": 3, "rounds": 2, "epochs_per_step": 2},
+        # A few dozen steps per epoch: RigL's ImageNet interval would allow no update at all.
+        "rigl": {"delta_t": 20, "delta_t_batch": 64},
+        "set[variant=rigl]": {"delta_t": 20, "delta_t_batch": 64},
+    },
+)
+
 PROFILES = {
+    # The embedded default: generated shapes-10 (tasks/classification/synthetic.py), 20 px.
     "tiny": Profile(
         name="tiny",
         epochs=20,
-        batch_size=64,
-        optimizer=OptimizerRecipe("sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4),
-        lr_schedule=LrSchedule("cosine", warmup_epochs=1),
-        dataset=f"sklearn digits v{DIGITS_VERSION} (1797 scans, ImageFolder, 60/20/20 stratified)",
-        dense_layers="first",
-        method_defaults={
-            "gap": {"partitions": 3, "rounds": 2, "epochs_per_step": 2},
-            # 17 steps per epoch: RigL's ImageNet interval would allow no update at all.
-            "rigl": {"delta_t": 20, "delta_t_batch": 64},
-            "set[variant=rigl]": {"delta_t": 20, "delta_t_batch": 64},
+        dataset=f"generated shapes-10 v{SHAPES_VERSION} (2500/500/2000 images, 20 px, ImageFolder)",
+        options={
+            "image_size": 20,
+            "data": "shapes",
+            "stem_stride": 2,
+            "widths": (32, 64, 128),
+            "blocks": 1,
         },
-        options={"image_size": 16},
+        **_SMALL,
+    ),
+    # sklearn's bundled handwritten digits (real scans): easy, every method close to dense.
+    "digits": Profile(
+        name="digits",
+        epochs=20,
+        dataset=f"sklearn digits v{DIGITS_VERSION} (1797 scans, ImageFolder, 60/20/20 stratified)",
+        options={"image_size": 16, "data": "digits"},
+        **_SMALL,
     ),
     # ResNet-50 on ImageNet; GaP C-GaP kappa=4, R=7, T=30, F=150 (990 epochs; GAP_SPEC.md), P-GaP
     # 8 rounds. Partitions: consecutive, balanced by parameter count (by-stage groups differ 70x
@@ -99,14 +120,19 @@ class ClassificationTask(Task):
     profiles = PROFILES
 
     def build(self, profile: Profile, request: BuildRequest) -> Workload:
-        if profile.name == "tiny":
-            root = request.data_root or ensure_digits(request.cache_dir)
+        if profile.name != "paper":
+            embedded = ensure_shapes if profile.options["data"] == "shapes" else ensure_digits
+            root = request.data_root or embedded(request.cache_dir)
             size = profile.options["image_size"]
             norm = transforms.Normalize((0.5,) * 3, (0.5,) * 3)
+            flip = (
+                [transforms.RandomHorizontalFlip()] if profile.options["data"] == "shapes" else []
+            )
             train_tf = transforms.Compose(
                 [
                     transforms.Resize(size),
                     transforms.RandomCrop(size, padding=2),
+                    *flip,
                     transforms.ToTensor(),
                     norm,
                 ]
@@ -117,7 +143,9 @@ class ClassificationTask(Task):
             test = image_folder(root / "test", eval_tf)
             check_same_classes(train, val, root / "val")
             check_same_classes(train, test, root / "test")
-            model = TinyResNet(num_classes=len(train.classes))
+            model = TinyResNet(
+                len(train.classes), stem_stride=profile.options.get("stem_stride", 1)
+            )
         else:
             root = request.data_root
             if root is None:

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from gapbench.task import generate_once
+
 CATEGORIES = [
     {"id": 3, "name": "rectangle", "supercategory": "shape"},
     {"id": 7, "name": "ellipse", "supercategory": "shape"},
@@ -59,9 +61,10 @@ def _image(rng: np.random.Generator, size: int) -> tuple[Image.Image, list[dict]
 def write_synthetic(root: Path, size: int = 128, seed: int = 0) -> Path:
     """Generate the data set into `root` (once); returns root. Layout: annotations/instances_<split>.json
     and <split>/<id>.jpg, the COCO 2017 layout with a test split added."""
-    marker = root / "COMPLETE"
-    if marker.exists():
-        return root
+    return generate_once(root, (root / "COMPLETE").exists, lambda: _write(root, size, seed))
+
+
+def _write(root: Path, size: int, seed: int) -> None:
     tmp = root.with_name(root.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "annotations").mkdir(parents=True)
@@ -94,4 +97,3 @@ def write_synthetic(root: Path, size: int = 128, seed: int = 0) -> Path:
     (tmp / "COMPLETE").write_text(json.dumps({"version": VERSION, "splits": SPLITS, "size": size}))
     shutil.rmtree(root, ignore_errors=True)
     tmp.rename(root)
-    return root

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gapbench.task import generate_once
 from tasks.partseg.categories import CATEGORIES
 
 FOLDER = "shapenetcore_partanno_segmentation_benchmark_v0_normal"
@@ -133,8 +134,12 @@ def ensure_tiny(cache_dir: Path, seed: int = 0) -> Path:
     """Generate the tiny data set once into cache_dir and return its root."""
     root = Path(cache_dir) / FOLDER
     stamp = root / ".complete"
-    if stamp.is_file() and stamp.read_text() == VERSION:
-        return root
+    done = lambda: stamp.is_file() and stamp.read_text() == VERSION  # noqa: E731
+    return generate_once(root, done, lambda: _write(root, seed))
+
+
+def _write(root: Path, seed: int) -> None:
+    stamp = root / ".complete"
     rng = np.random.default_rng(seed)
     split_dir = root / "train_test_split"
     split_dir.mkdir(parents=True, exist_ok=True)
@@ -157,4 +162,3 @@ def ensure_tiny(cache_dir: Path, seed: int = 0) -> Path:
         shuffled = [entries[i] for i in order]
         (split_dir / f"shuffled_{split}_file_list.json").write_text(json.dumps(shuffled))
     stamp.write_text(VERSION)
-    return root

@@ -14,6 +14,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from gapbench.task import generate_once
+
 # English noun -> (German stem, gender, plural suffix)
 NOUNS = {
     "dog": ("hund", "m", "e"),
@@ -156,9 +158,11 @@ SPLIT_SIZES = {"train": 4000, "valid": 200, "test": 200}
 def write_synthetic(root: Path, seed: int = 0, sizes: dict[str, int] | None = None) -> Path:
     """Write the synthetic corpus into root (idempotent: a finished corpus is left alone)."""
     sizes = sizes or SPLIT_SIZES
+    return generate_once(root, (root / "DONE").exists, lambda: _write(root, seed, sizes))
+
+
+def _write(root: Path, seed: int, sizes: dict[str, int]) -> None:
     done = root / "DONE"
-    if done.exists():
-        return root
     root.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     for split, n in sizes.items():
@@ -168,4 +172,3 @@ def write_synthetic(root: Path, seed: int = 0, sizes: dict[str, int] | None = No
             tmp.write_text("".join(p[idx] + "\n" for p in pairs), encoding="utf-8")
             tmp.replace(root / f"{split}.{lang}")
     done.write_text("ok\n")
-    return root

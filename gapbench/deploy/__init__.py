@@ -1,0 +1,1 @@
+"""After training: export a run's sparse weights and masks, and measure real inference speed."""

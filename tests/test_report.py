@@ -1,0 +1,147 @@
+"""Leaderboards and plots from records alone: statistics, paired deltas, published rows, plots,
+and byte-for-byte rebuilds."""
+
+import math
+import shutil
+
+import pytest
+from helpers import cli
+from scipy import stats
+
+from gapbench.report.leaderboard import t_interval, write_leaderboard
+from gapbench.report.records import SCHEMA_VERSION, RunRecord, write_record
+
+
+def fake(
+    method,
+    seed,
+    value,
+    sparsity=0.9,
+    task="classification",
+    profile="tiny",
+    mode="epochs",
+    epochs=20,
+):
+    dist = "dense" if method == "dense" else "uniform"
+    return RunRecord(
+        schema=SCHEMA_VERSION, run_id=f"{method}{seed}{sparsity}{mode}{profile}", status="complete",
+        identity={"pattern": "unstructured", "match_ref": "gap" if mode == "flops" else "", "match_epochs": epochs},
+        task=task, profile=profile, dataset="test data", method=method, params={},
+        sparsity=0.0 if method == "dense" else sparsity, distribution=dist, seed=seed, epochs=epochs,
+        budget_mode=mode, multiplier=1.0, metric="top1", metrics={"top1": value}, val_metrics={"top1": value},
+        measured_sparsity=sparsity, prunable_params=100, alive_prunable_params=10, conv_linear_density=0.1,
+        params_total=120, params_alive=30, policy={}, per_layer={}, budget={"trainer_epochs": epochs},
+        plan={}, flops={"train": 30.0, "dense_train_budget": 100.0, "inference": 1.0, "dense_inference": 10.0},
+        method_log={"partition_density": [[1.0, 0.1], [0.1, 1.0]]} if method == "gap" else {"updates": [{"step": 0, "turnover": 0.2}, {"step": 5, "turnover": 0.1}]},
+        history=[], wall_time_s=1.0, device="cpu", versions={}, git_commit=None, task_extra={},
+    )  # fmt: skip
+
+
+def _write(out, runs):
+    for r in runs:
+        write_record(r, out)
+
+
+def test_t_interval_matches_scipy():
+    values = [90.0, 91.0, 93.0]
+    mean, std, low, high = t_interval(values)
+    assert mean == pytest.approx(91.333333) and std == pytest.approx(1.527525, rel=1e-5)
+    half = stats.t.ppf(0.975, 2) * std / math.sqrt(3)
+    assert (low, high) == pytest.approx((mean - half, mean + half))
+    assert math.isnan(t_interval([1.0])[2])
+
+
+def test_leaderboard_has_intervals_and_paired_differences(tmp_path):
+    runs = [fake("magnitude", s, v) for s, v in enumerate([90.0, 91.0, 92.0])]
+    runs += [fake("gap", s, v) for s, v in enumerate([92.0, 93.1, 93.9])]  # +2 every seed
+    runs += [fake("static", s, v) for s, v in enumerate([91.0, 89.0, 93.0])]  # noisy, no signal
+    _write(tmp_path, runs)
+    table = write_leaderboard(tmp_path)
+    csv = (tmp_path / "leaderboard.csv").read_text().splitlines()
+    header = csv[0].split(",")
+    for column in (
+        "mean",
+        "std",
+        "n",
+        "ci95_low",
+        "ci95_high",
+        "delta_vs_ref",
+        "delta_ci95_low",
+        "delta_ci95_high",
+    ):
+        assert column in header
+    gap = table[table["method"] == "gap"].iloc[0]
+    assert gap["delta_vs_ref"] == pytest.approx(2.0, abs=1e-9) and gap["delta_n"] == 3
+    assert gap["delta_ci95_low"] > 0
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert "| gap | uniform | 0.90 | 93.00 ± 0.95 |" in md
+    gap_line = next(line for line in md.splitlines() if line.startswith("| gap |"))
+    static_line = next(line for line in md.splitlines() if line.startswith("| static |"))
+    assert gap_line.count("*") == 1 and "*" not in static_line  # significant vs not
+
+
+def test_rebuilding_from_records_reproduces_every_file_byte_for_byte(tmp_path):
+    runs = [
+        fake(m, s, 80.0 + s + i)
+        for i, m in enumerate(["dense", "magnitude", "gap", "rigl"])
+        for s in range(3)
+    ]
+    _write(tmp_path / "a", runs)
+    write_leaderboard(tmp_path / "a")
+    shutil.copytree(tmp_path / "a" / "records", tmp_path / "b" / "records")
+    write_leaderboard(tmp_path / "b")
+    files = sorted(
+        p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file()
+    )
+    assert any(str(f).endswith(".png") for f in files)
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+
+
+def test_plots_people_expect_are_written(tmp_path):
+    _write(
+        tmp_path,
+        [
+            fake(m, s, 80.0 + s)
+            for m in ("dense", "magnitude", "gap", "rigl", "set")
+            for s in range(2)
+        ],
+    )
+    write_leaderboard(tmp_path)
+    names = {p.name for p in (tmp_path / "plots").glob("*.png")}
+    assert {
+        "classification-tiny-flops.png",
+        "classification-tiny-gap-schedule.png",
+        "classification-tiny-turnover.png",
+    } <= names
+    assert any(n.endswith("-sparsity.png") for n in names)
+
+
+def test_flops_matched_runs_form_their_own_section_keyed_by_the_reference_budget(tmp_path):
+    runs = [fake("gap", s, 90.0, mode="flops", epochs=20) for s in range(2)]
+    runs += [fake("magnitude", s, 89.0, mode="flops", epochs=17) for s in range(2)]
+    runs[2].identity["match_epochs"] = runs[3].identity["match_epochs"] = 20
+    runs += [fake("magnitude", s, 91.0) for s in range(2)]
+    _write(tmp_path, runs)
+    md = write_leaderboard(tmp_path) is not None and (tmp_path / "leaderboard.md").read_text()
+    assert "training FLOPs matched to gap" in md
+    section = md.split("training FLOPs matched to gap")[1]
+    assert "| gap |" in section and "+1.00 [" in section  # paired with the matched magnitude
+
+
+def test_paper_sections_show_published_rows_labelled(tmp_path):
+    _write(tmp_path, [fake("gap", 0, 70.0, profile="paper", epochs=990)])
+    write_leaderboard(tmp_path)
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert "published: github.com/boone891214/GaP README" in md and "77.856" in md
+    assert "never mixed" in md
+
+
+def test_published_lists_the_gap_transformer_rows_with_sources(capsys):
+    code, out, _ = cli(capsys, "published", "--task", "translation")
+    assert code == 0
+    rows = [line for line in out.splitlines() if line.startswith("| translation")]
+    assert len(rows) == 8 and all("github.com/boone891214/GaP README" in r for r in rows)
+    assert "27.93" in out
+    code, _, err = cli(capsys, "published", "--task", "nope")
+    assert code == 2 and "unknown task" in err
