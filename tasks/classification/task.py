@@ -44,11 +44,12 @@ _SMALL = dict(
 )
 
 PROFILES = {
-    # The embedded default: generated shapes-10 (tasks/classification/synthetic.py), 20 px.
+    # The embedded default: generated shapes-10 (tasks/classification/synthetic.py), 20 px, a
+    # ResNet with one basic block per stage (32/64/128 channels, stride-2 stem).
     "tiny": Profile(
         name="tiny",
         epochs=20,
-        dataset=f"generated shapes-10 v{SHAPES_VERSION} (2500/500/2000 images, 20 px, ImageFolder)",
+        dataset=f"generated shapes-10 v{SHAPES_VERSION} (5000/500/2000 images, 20 px, ImageFolder)",
         options={
             "image_size": 20,
             "data": "shapes",
