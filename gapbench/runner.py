@@ -34,7 +34,7 @@ class ExecOptions:
     out: Path = Path("results/runs")
     device: str = "cpu"
     resume: bool = False
-    workers: int = 0
+    workers: int | None = None  # data-loader processes; default: 8 on paper profiles, 0 on embedded
     accumulate: int | None = None  # default: from the profile's device batch
     channels_last: bool = False
     compile: bool = False
@@ -47,6 +47,14 @@ def default_cache_dir(task: str) -> Path:
     """Where embedded data sets are generated: $GAPBENCH_CACHE or ~/.cache/gapbench."""
     root = os.environ.get("GAPBENCH_CACHE") or Path.home() / ".cache" / "gapbench"
     return Path(root) / task
+
+
+def _workers(requested: int | None, profile: Profile) -> int:
+    """Real data sets decode images in worker processes; embedded ones stay in-process, which
+    keeps small runs deterministic and cheap."""
+    if requested is not None:
+        return requested
+    return min(8, os.cpu_count() or 1) if profile.needs_data_root else 0
 
 
 def split_batch(
@@ -101,7 +109,7 @@ def execute(
         batch_size=per_device,
         rank=rank,
         world=world,
-        workers=options.workers,
+        workers=_workers(options.workers, profile),
     )
     # Rank 0 builds first: it generates an embedded data set once, the other ranks then read it.
     if not dist.is_main:

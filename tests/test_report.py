@@ -145,3 +145,53 @@ def test_published_lists_the_gap_transformer_rows_with_sources(capsys):
     assert "27.93" in out
     code, _, err = cli(capsys, "published", "--task", "nope")
     assert code == 2 and "unknown task" in err
+
+
+REFERENCE = __import__("pathlib").Path(__file__).resolve().parents[1] / "results" / "reference"
+
+
+def test_shipped_boards_rebuild_byte_for_byte_from_their_records(tmp_path):
+    shutil.copytree(REFERENCE / "records", tmp_path / "records")
+    write_leaderboard(tmp_path)
+    shipped = [p for p in ("leaderboard.md", "leaderboard.csv")] + [
+        str(p.relative_to(REFERENCE)) for p in (REFERENCE / "plots").glob("*.png")
+    ]
+    assert len(shipped) > 10
+    for name in shipped:
+        assert (tmp_path / name).read_bytes() == (REFERENCE / name).read_bytes(), name
+
+
+def _shipped_headline():
+    import pandas as pd
+
+    table = pd.read_csv(REFERENCE / "leaderboard.csv")
+    return table[
+        (table["budget_mode"] == "epochs")
+        & (table["multiplier"] == 1)
+        & (table["pattern"] == "unstructured")
+    ]
+
+
+def test_every_row_of_the_shipped_ninety_percent_comparison_has_three_seeds():
+    table = _shipped_headline()
+    headline = table[
+        ((table["sparsity"] == 0.9) & (table["distribution"] == "uniform"))
+        | (table["method"] == "dense")
+    ]
+    for task in ("classification", "detection", "partseg", "translation"):
+        rows = headline[headline["task"] == task]
+        assert {"dense", "static", "magnitude", "set", "rigl", "gap"} <= set(rows["method"]), task
+    assert (headline["n"] >= 3).all()
+
+
+def test_shipped_classification_comparison_separates_best_and_worst_sparse_methods():
+    table = _shipped_headline()
+    rows = table[
+        (table["task"] == "classification")
+        & (table["profile"] == "tiny")
+        & (table["sparsity"] == 0.9)
+        & (table["distribution"] == "uniform")
+    ]
+    assert {"snip", "grasp", "synflow", "snfs"} <= set(rows["method"])
+    best, worst = rows.loc[rows["mean"].idxmax()], rows.loc[rows["mean"].idxmin()]
+    assert worst["ci95_high"] < best["ci95_low"], (best["method"], worst["method"])

@@ -81,12 +81,18 @@ class StepLoop:
         self.ledger, self.samples, self.world = ledger, samples, world
         self.train_module = train_module or model
         self.step = 0
-        self.enforcer = MaskEnforcer(masks, optimizer) if method.sparse else None
+        self.enforcer = (
+            MaskEnforcer(masks, optimizer, before_mask=self._read) if method.sparse else None
+        )
         self.dtype = PRECISIONS[precision]
         self.device_type = next(model.parameters()).device.type
         self.scaler = torch.amp.GradScaler(self.device_type) if precision == "fp16" else None
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
+
+    def _read(self) -> None:
+        if self.plan.dense_grad(self.step):
+            self.method.read_gradients(self.step)
 
     # ---- one step ----------------------------------------------------------------------------
     def set_lr(self) -> float:
@@ -120,10 +126,10 @@ class StepLoop:
         loss = self._backward(micro_batches)
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
-        if plan.dense_grad(step):
-            self.method.read_gradients(step)
         if self.enforcer:
-            self.enforcer.mask_grads()
+            self.enforcer.mask_grads()  # the method reads dense gradients first where it asked
+        elif plan.dense_grad(step):
+            self.method.read_gradients(step)
         if self.grad_clip:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         if plan.replaces_step(step):

@@ -13,6 +13,7 @@ only cost time (tests/test_enforce.py checks each of them). A loop that clips gr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -41,9 +42,12 @@ class MaskEnforcer:
         masks: MaskSet,
         optimizer: torch.optim.Optimizer,
         reapply_weights: bool | None = None,
+        before_mask: Callable[[], None] | None = None,
     ):
         self.masks = masks
         self.optimizer = optimizer
+        # Called with the gradients still dense, right before they are masked (RigL reads them).
+        self.before_mask = before_mask
         if reapply_weights is None:
             reapply_weights = type(optimizer) not in ZERO_PRESERVING
         self.reapply_weights = reapply_weights
@@ -55,12 +59,14 @@ class MaskEnforcer:
 
     def mask_grads(self) -> None:
         """Zero the gradients of pruned entries now (before clipping); the step will not redo it."""
+        if self.before_mask is not None:
+            self.before_mask()
         self.masks.mask_grads()
         self._grads_masked = True
 
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if not self._grads_masked:
-            self.masks.mask_grads()
+            self.mask_grads()
 
     def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._grads_masked = False

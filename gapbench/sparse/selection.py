@@ -66,6 +66,7 @@ def select_prunable(
     exclude: Sequence[str] = (),
     dense_layers: Sequence[str] = ("first",),
     forward_order: Sequence[str] = (),
+    types: tuple[type[nn.Module], ...] = PRUNABLE_TYPES,
 ) -> Selection:
     """Conv/linear weights minus `exclude` prefixes and the chosen end layers.
 
@@ -75,7 +76,7 @@ def select_prunable(
     weights = {
         f"{name}.weight": module.weight.numel()
         for name, module in model.named_modules()
-        if isinstance(module, PRUNABLE_TYPES) and getattr(module, "weight", None) is not None
+        if isinstance(module, types) and getattr(module, "weight", None) is not None
     }
     ordered = [n for n in forward_order if n in weights]
     ordered += [n for n in weights if n not in ordered]

@@ -1,0 +1,97 @@
+"""Patterns, export and speed: 2:4 masks hold exactly 2 of every 4 weights, runs export to pt and
+safetensors with their masks and N:M metadata, and `speed` measures dense against sparse kernels."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import cli, records
+
+REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
+
+
+def _two_of_four(masks: dict[str, torch.Tensor]) -> None:
+    assert masks
+    for name, mask in masks.items():
+        groups = mask.to(torch.int64).reshape(-1, 4).sum(1)
+        assert bool((groups == 2).all()), name
+
+
+@pytest.mark.parametrize("method", ["magnitude", "rigl", "gap"])
+def test_shipped_two_four_runs_hold_two_of_every_four_weights(method):
+    shipped = [
+        r for r in (json.loads(p.read_text()) for p in (REFERENCE / "records").glob(f"classification-{method}-*.json"))
+        if r["identity"]["pattern"] == "nm:2:4"
+    ]  # fmt: skip
+    assert len(shipped) == 1, "the shipped classification 2:4 run is missing"
+    state = torch.load(REFERENCE / "weights" / f"{shipped[0]['run_id']}.pt")
+    _two_of_four(state["masks"])
+    for name, mask in state["masks"].items():
+        assert torch.all(state["weights"][name][~mask] == 0)
+
+
+def test_export_of_a_run_without_weights_is_a_clear_error(tmp_path, capsys):
+    code, _, err = cli(
+        capsys, "export", "nosuchrun", "--out", str(tmp_path), "--to", str(tmp_path / "x.pt")
+    )
+    assert code == 2 and "no record nosuchrun" in err
+
+
+@pytest.mark.slow
+def test_two_four_run_exports_and_measures_speed(tmp_path, capsys):
+    argv = ["run", "--task", "classification", "--profile", "digits", "--methods", "magnitude,rigl",
+            "--pattern", "nm:2:4", "--epochs", "2", "--save-weights", "--device", "cpu", "--out", str(tmp_path)]  # fmt: skip
+    code, out, err = cli(capsys, *argv)
+    assert code == 0, err
+    for record in records(tmp_path):
+        assert record["sparsity"] == 0.5 and record["identity"]["pattern"] == "nm:2:4"
+        rid = record["run_id"]
+        code, _, err = cli(
+            capsys,
+            "export",
+            rid,
+            "--out",
+            str(tmp_path),
+            "--format",
+            "pt",
+            "--to",
+            str(tmp_path / f"{rid}.pt"),
+        )
+        assert code == 0, err
+        exported = torch.load(tmp_path / f"{rid}.pt")
+        _two_of_four(exported["masks"])
+        assert exported["metadata"]["nm"]["n"] == 2 and exported["metadata"]["nm"]["m"] == 4
+        code, _, err = cli(
+            capsys,
+            "export",
+            rid,
+            "--out",
+            str(tmp_path),
+            "--format",
+            "safetensors",
+            "--to",
+            str(tmp_path / f"{rid}.st"),
+        )
+        assert code == 0, err
+        from safetensors import safe_open
+
+        with safe_open(str(tmp_path / f"{rid}.st"), "pt") as f:
+            assert json.loads(f.metadata()["gapbench"])["pattern"] == "nm:2:4"
+            _two_of_four({k: f.get_tensor(k).bool() for k in f.keys() if k.startswith("masks/")})
+    code, out, err = cli(
+        capsys,
+        "speed",
+        rid,
+        "--out",
+        str(tmp_path),
+        "--repeats",
+        "3",
+        "--batch-size",
+        "8",
+        "--json",
+    )
+    assert code == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["latency_ms"]["dense"] > 0 and report["sparse_layers"] >= 1
+    assert report["throughput"]["speedup"] > 0
