@@ -63,7 +63,7 @@ def match_flops(specs: list[RunSpec], ref: str, log=print) -> list[RunSpec]:
             if (s.method, repr(s.params), s.sparsity, s.distribution)
             == (method, params_key, sparsity, distribution)
         )
-        estimator = estimators.setdefault((spec.dense_layers,), _estimator(spec))
+        estimator = estimators.get((dense_key,)) or estimators.setdefault((dense_key,), _estimator(spec))
         cls = get_method_class(method)
         try:
             return estimator.train_flops(lambda: cls(**spec.params), epochs, sparsity, distribution)

@@ -58,11 +58,6 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
-def world_from_env() -> DistInfo:
-    """Rank and world size as torchrun describes them (no process group needed)."""
-    return DistInfo(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
-
-
 def init_from_env(device: torch.device) -> tuple[DistInfo, torch.device]:
     """Join the process group torchrun describes in the environment (no-op when not launched)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

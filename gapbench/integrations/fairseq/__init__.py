@@ -34,3 +34,4 @@ from pathlib import Path
 
 USER_DIR = str(Path(__file__).resolve().parent / "user_dir" / "gapbench_fairseq")
 TASK_NAME = "gapbench_translation"
+POINTER = "gapbench_record.json"  # in fairseq's --save-dir: where the run's record is

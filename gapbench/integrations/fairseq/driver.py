@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from gapbench.errors import UserError
+from gapbench.integrations.fairseq import POINTER
 from gapbench.registry import get_method_class, load_plugin
 from gapbench.report.records import (
     SCHEMA_VERSION,
@@ -48,7 +49,6 @@ from gapbench.sparse.selection import parse_dense_layers, select_prunable
 logger = logging.getLogger("gapbench.fairseq")
 
 STATE_KEY = "gapbench"
-POINTER = "gapbench_record.json"  # in fairseq's --save-dir: where the run's record is
 # Transformer weights pruned by default (the paper): attention projections and the FFN.
 DEFAULT_PRUNABLE = "q_proj,k_proj,v_proj,out_proj,fc1,fc2"
 _SHORT = re.compile(r"^(enc|dec)(\d+)(?:-(\d+))?$")
@@ -122,7 +122,9 @@ class Driver:
         except json.JSONDecodeError as exc:
             raise UserError(f"--gapbench-method-args is not JSON: {exc}") from exc
         if not isinstance(args, dict):
-            raise UserError("--gapbench-method-args must be a JSON object, e.g. '{\"partitions\": 3}'")
+            raise UserError(
+                "--gapbench-method-args must be a JSON object, e.g. '{\"partitions\": 3}'"
+            )
         self.method = self.cls(**args)
         self.pattern = Pattern.parse(opts.pattern)
         if self.cls.sparse:

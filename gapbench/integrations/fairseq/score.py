@@ -19,10 +19,9 @@ import sys
 from pathlib import Path
 
 from gapbench.errors import UserError
+from gapbench.integrations.fairseq import POINTER
 from gapbench.report.atomic import atomic_write_text
 from gapbench.report.records import RunRecord
-
-POINTER = "gapbench_record.json"
 
 
 def read_generate_output(path: Path) -> tuple[list[str], list[str]]:
@@ -45,7 +44,9 @@ def read_generate_output(path: Path) -> tuple[list[str], list[str]]:
         raise UserError(f"{path}: no D-<id> hypothesis lines; is it fairseq-generate output?")
     order = sorted(hyps)
     if order != list(range(len(order))):
-        raise UserError(f"{path}: sentence ids are not 0..{len(order) - 1}; the output is incomplete")
+        raise UserError(
+            f"{path}: sentence ids are not 0..{len(order) - 1}; the output is incomplete"
+        )
     return [hyps[i] for i in order], [refs.get(i, "") for i in order] if refs else []
 
 

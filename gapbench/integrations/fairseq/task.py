@@ -37,7 +37,8 @@ class GapbenchTranslationConfig(TranslationConfig):
     gapbench_method_args: str = field(
         default="{}", metadata={"help": "method parameters as a JSON object"}
     )
-    gapbench_partitions: Optional[str] = field(
+    # Optional[...], not `X | None`: fairseq's dataclass-to-argparse bridge reads typing.Optional.
+    gapbench_partitions: Optional[str] = field(  # noqa: UP045
         default=None,
         metadata={
             "help": "GaP partitions as module prefixes: '|' between partitions, ',' between "
@@ -60,7 +61,7 @@ class GapbenchTranslationConfig(TranslationConfig):
                              "than --max-epoch stops early and resumes with a larger --max-epoch"}
     )  # fmt: skip
     gapbench_out: str = field(default="results/runs", metadata={"help": "gapbench results dir"})
-    gapbench_task_name: Optional[str] = field(
+    gapbench_task_name: Optional[str] = field(  # noqa: UP045
         default=None, metadata={"help": "task name in the record (default fairseq-<data dir>)"}
     )
     gapbench_plugins: str = field(
@@ -101,17 +102,19 @@ class GapbenchTranslationTask(TranslationTask):
 
     def __init__(self, cfg: GapbenchTranslationConfig, src_dict, tgt_dict):
         super().__init__(cfg, src_dict, tgt_dict)
-        self.driver: Optional[Driver] = None
+        self.driver: Driver | None = None
         self._train_itr = None
-        self._checkpoint_state: Optional[dict] = None
+        self._checkpoint_state: dict | None = None
 
     # ---- the driver, built lazily: fairseq-generate sets the task up without training options ----
     def _driver(self) -> Driver:
         if self.driver is not None:
             return self.driver
         cfg = self.cfg
-        if _get(cfg, "gb_fp16", False) or _get(cfg, "gb_bf16", False) or _get(
-            cfg, "gb_memory_efficient_fp16", False
+        if (
+            _get(cfg, "gb_fp16", False)
+            or _get(cfg, "gb_bf16", False)
+            or _get(cfg, "gb_memory_efficient_fp16", False)
         ):
             raise UserError(
                 "gapbench_translation does not support --fp16/--bf16/--memory-efficient-fp16: "
@@ -122,7 +125,9 @@ class GapbenchTranslationTask(TranslationTask):
             raise UserError("gapbench_translation does not support --ddp-backend fully_sharded")
         config = {}
         try:
-            container = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else vars(cfg)
+            container = (
+                OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else vars(cfg)
+            )
             config = {k: v for k, v in container.items() if k not in _NOT_HASHED}
         except Exception:  # noqa: BLE001 - a config that does not resolve is hashed as text
             config = {"cfg": str(cfg)}
@@ -156,7 +161,7 @@ class GapbenchTranslationTask(TranslationTask):
             return os.path.join(save_dir, f"checkpoint_last{suffix}.pt")
         return restore.replace(".pt", suffix + ".pt") if suffix else restore
 
-    def _state_from_checkpoint(self) -> Optional[dict]:
+    def _state_from_checkpoint(self) -> dict | None:
         path = self._checkpoint_path()
         if not os.path.isfile(path):
             return None
@@ -164,6 +169,11 @@ class GapbenchTranslationTask(TranslationTask):
         return state.get("extra_state", {}).get(type(self).__name__, {}).get(STATE_KEY)
 
     # ---- fairseq hooks ---------------------------------------------------------------------------
+    def build_model(self, cfg, from_checkpoint=False):
+        if not from_checkpoint:  # fairseq-train: check the options before anything is built
+            self._driver()
+        return super().build_model(cfg, from_checkpoint)
+
     def get_batch_iterator(self, dataset, *args, **kwargs):
         itr = super().get_batch_iterator(dataset, *args, **kwargs)
         if dataset is self.datasets.get(self.cfg.train_subset):
