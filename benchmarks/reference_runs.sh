@@ -4,7 +4,7 @@
 # rebuilds the boards and plots from them. A few CPU hours on 2 cores (2 jobs at a time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=results/reference
+OUT=${OUT:-results/reference}
 RUN=(python3 -m gapbench run --device cpu --out "$OUT" --launcher local --jobs "${JOBS:-2}")
 SIX=dense,static,magnitude,set,rigl,gap
 

@@ -1,5 +1,5 @@
-"""`--match flops`: give every method of a comparison the epochs at which its training FLOPs equal
-the reference method's at the budget (within 5%, checked), priced from plans before training.
+"""`--match flops`: give every sparse method of a comparison the epochs at which its training FLOPs
+equal the reference method's at the budget (within 5%, checked), priced from plans before training.
 
 The price of a budget depends on the task, the method, its parameters, the sparsity and the
 distribution, not on the seed: it is computed once per combination (seed 0's masks).
@@ -63,7 +63,9 @@ def match_flops(specs: list[RunSpec], ref: str, log=print) -> list[RunSpec]:
             if (s.method, repr(s.params), s.sparsity, s.distribution)
             == (method, params_key, sparsity, distribution)
         )
-        estimator = estimators.get((dense_key,)) or estimators.setdefault((dense_key,), _estimator(spec))
+        estimator = estimators.get((dense_key,)) or estimators.setdefault(
+            (dense_key,), _estimator(spec)
+        )
         cls = get_method_class(method)
         try:
             return estimator.train_flops(lambda: cls(**spec.params), epochs, sparsity, distribution)
@@ -71,9 +73,13 @@ def match_flops(specs: list[RunSpec], ref: str, log=print) -> list[RunSpec]:
             return None  # shorter than the method's fixed schedule allows
 
     for spec in specs:
-        # Dense has no sparsity: it matches the reference at the first sparsity of the grid.
-        key = (spec.sparsity, spec.distribution) if spec.method != "dense" else next(iter(refs))
-        reference = refs.get(key) or next(iter(refs.values()))
+        if not get_method_class(spec.method).sparse:
+            # Dense takes whole epochs of full cost: a sparse method's budget is seldom a whole
+            # number of them. It stays the epochs-mode reference it is.
+            log(f"match flops: {spec.method} is dense: kept at {spec.epochs} epochs (epochs mode)")
+            out.append(spec)
+            continue
+        reference = refs.get((spec.sparsity, spec.distribution)) or next(iter(refs.values()))
         target = price(
             reference.method,
             repr(reference.params),

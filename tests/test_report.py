@@ -195,3 +195,24 @@ def test_shipped_classification_comparison_separates_best_and_worst_sparse_metho
     assert {"snip", "grasp", "synflow", "snfs"} <= set(rows["method"])
     best, worst = rows.loc[rows["mean"].idxmax()], rows.loc[rows["mean"].idxmin()]
     assert worst["ci95_high"] < best["ci95_low"], (best["method"], worst["method"])
+
+
+@pytest.mark.slow
+def test_flops_matched_runs_reach_the_reference_flops_within_five_percent(tmp_path, capsys):
+    code, out, err = cli(
+        capsys, "run", "--task", "classification", "--profile", "digits", "--methods", "gap,static,rigl,dense",
+        "--epochs", "4", "--method-arg", "gap.rounds=1", "--method-arg", "gap.epochs_per_step=1",
+        "--match", "flops", "--device", "cpu", "--out", str(tmp_path),
+    )  # fmt: skip
+    assert code == 0, err
+    from helpers import records
+
+    runs = {r["method"]: r for r in records(tmp_path)}
+    reference = runs["gap"]["flops"]["train"]
+    assert runs["dense"]["budget_mode"] == "epochs"  # dense keeps whole epochs
+    for method in ("static", "rigl"):
+        record = runs[method]
+        assert record["budget_mode"] == "flops" and record["identity"]["match_ref"] == "gap"
+        assert record["plan"]["match_epochs"] == 4 and record["epochs"] != 4
+        assert abs(record["flops"]["train"] / reference - 1) <= 0.05, method
+    assert "training FLOPs matched to gap" in (tmp_path / "leaderboard.md").read_text()
