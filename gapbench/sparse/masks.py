@@ -22,16 +22,24 @@ def topk_mask(score: torch.Tensor, k: int) -> torch.Tensor:
 
     Linear time (a k-th value selection, then the tied entries by position) instead of a full
     sort: pruning a ResNet-50 partition costs less than one training step."""
-    flat = score.detach().flatten().float()
+    flat = score.detach().flatten()
+    if flat.dtype != torch.float32:
+        flat = flat.float()
     n = flat.numel()
     if k <= 0:
         return torch.zeros_like(score, dtype=torch.bool)
     if k >= n:
         return torch.ones_like(score, dtype=torch.bool)
-    if flat.device.type == "cpu":  # numpy's introselect is ~3x faster than kthvalue on CPU
-        threshold = torch.tensor(np.partition(flat.numpy(), n - k)[n - k])
+    pool = flat
+    lowest = flat.min()
+    above_lowest = flat > lowest
+    if int(above_lowest.sum()) >= k:  # search only above the floor (dead entries sit at -1/-inf)
+        pool = flat[above_lowest]
+    m = pool.numel()
+    if pool.device.type == "cpu":  # numpy's introselect is ~3x faster than kthvalue on CPU
+        threshold = torch.tensor(np.partition(pool.numpy(), m - k)[m - k])
     else:
-        threshold = torch.kthvalue(flat, n - k + 1).values  # the k-th largest score
+        threshold = torch.kthvalue(pool, m - k + 1).values  # the k-th largest score
     above = flat > threshold
     tied = flat == threshold
     need = k - int(above.sum())
