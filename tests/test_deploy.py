@@ -95,3 +95,34 @@ def test_two_four_run_exports_and_measures_speed(tmp_path, capsys):
     report = json.loads(out.strip().splitlines()[-1])
     assert report["latency_ms"]["dense"] > 0 and report["sparse_layers"] >= 1
     assert report["throughput"]["speedup"] > 0
+
+
+def _shipped_run(task: str, method: str, pattern: str) -> dict:
+    (record,) = [
+        r for r in (json.loads(p.read_text()) for p in (REFERENCE / "records").glob(f"{task}-{method}-*.json"))
+        if r["identity"]["pattern"] == pattern and (REFERENCE / "weights" / f"{r['run_id']}.pt").exists()
+    ]  # fmt: skip
+    return record
+
+
+def test_a_shipped_run_exports(tmp_path, capsys):
+    record = _shipped_run("classification", "magnitude", "unstructured")
+    target = tmp_path / "model.safetensors"
+    code, _, err = cli(capsys, "export", record["run_id"], "--out", str(REFERENCE), "--format", "safetensors", "--to", str(target))
+    assert code == 0, err
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(target))
+    masks = {k: v.bool() for k, v in tensors.items() if k.startswith("masks/")}
+    alive = sum(int(m.sum()) for m in masks.values())
+    assert alive == record["alive_prunable_params"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task, pattern", [("classification", "unstructured"), ("translation", "nm:2:4")])
+def test_speed_is_measured_on_a_shipped_run(capsys, task, pattern):
+    record = _shipped_run(task, "magnitude", pattern)
+    code, out, err = cli(capsys, "speed", record["run_id"], "--out", str(REFERENCE), "--repeats", "3", "--batch-size", "16", "--json")
+    assert code == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["sparse_layers"] > 0 and report["latency_ms"]["speedup"] > 0
