@@ -115,7 +115,7 @@ def loss(model: nn.Module, batch) -> torch.Tensor:
 @register_task("classification")
 class ClassificationTask(Task):
     description = (
-        "image classification; tiny: sklearn digits + small ResNet, paper: ResNet-50 ImageNet"
+        "image classification; tiny: generated shapes-10, digits: sklearn digits, paper: ResNet-50"
     )
     metrics = ("top1",)
     profiles = PROFILES
