@@ -42,7 +42,7 @@ def test_two_ranks_train_with_identical_masks_and_write_one_record(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-        "-m", "gapbench", "run", "--task", "classification", "--methods", "gap", "--epochs", "4",
+        "-m", "gapbench", "run", "--task", "classification", "--profile", "digits", "--methods", "gap", "--epochs", "4",
         "--method-arg", "gap.rounds=1", "--method-arg", "gap.epochs_per_step=1", "--device", "cpu",
         "--out", str(tmp_path),
     ]  # fmt: skip
