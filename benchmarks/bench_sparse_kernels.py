@@ -16,7 +16,9 @@ def main() -> None:
     warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
     torch.manual_seed(0)
     print(f"{torch.get_num_threads()} threads; ms per call, dense vs CSR")
-    print("| matrix | sparsity | batch | dense (ms) | CSR (ms) | speed-up |\n|---|---|---|---|---|---|")
+    print(
+        "| matrix | sparsity | batch | dense (ms) | CSR (ms) | speed-up |\n|---|---|---|---|---|---|"
+    )
     for out_features, in_features in ((4096, 1024), (1024, 4096)):
         for sparsity in (0.9, 0.95, 0.99):
             weight = torch.randn(out_features, in_features)
@@ -34,7 +36,9 @@ def main() -> None:
                         if i >= 3:
                             times[key].append(time.perf_counter() - start)
                 d, s = statistics.median(times["dense"]), statistics.median(times["csr"])
-                print(f"| {out_features}x{in_features} | {sparsity} | {batch} | {1e3 * d:.2f} | {1e3 * s:.2f} | {d / s:.2f}x |")
+                print(
+                    f"| {out_features}x{in_features} | {sparsity} | {batch} | {1e3 * d:.2f} | {1e3 * s:.2f} | {d / s:.2f}x |"
+                )
 
 
 if __name__ == "__main__":

@@ -23,9 +23,8 @@ done
 # Equal training FLOPs instead of equal epochs (reference: GaP at the profile's budget).
 "${RUN[@]}" --task translation --methods $SIX --seeds 0 1 2 --match flops --match-ref gap
 
-# Classification: the sparsity curve (uniform), and ERK beside uniform at 90%.
+# Classification: the sparsity curve, uniform and ERK.
 "${RUN[@]}" --task classification --methods gap,magnitude,rigl,static --seeds 0 1 2 \
-  --sparsity 0.8 0.9 0.95 0.98
-"${RUN[@]}" --task classification --methods gap,magnitude,rigl,static --seeds 0 1 2 --distribution erk
+  --sparsity 0.8 0.9 0.95 0.98 --distribution uniform erk
 
 python3 -m gapbench leaderboard --out "$OUT"
