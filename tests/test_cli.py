@@ -112,7 +112,7 @@ def test_dense_layer_policy_is_resolved_and_recorded_per_distribution():
 
 @pytest.mark.slow
 def test_run_writes_records_and_leaderboard_then_reuses_them(tmp_path, capsys):
-    argv = ["run", "--task", "classification", "--methods", "dense,gap", "--epochs", "4",
+    argv = ["run", "--task", "classification", "--profile", "digits", "--methods", "dense,gap", "--epochs", "4",
             "--method-arg", "gap.rounds=1", "--method-arg", "gap.epochs_per_step=1",
             "--sparsity", "0.8", "0.9", "--out", str(tmp_path)]  # fmt: skip
     code, out, _ = cli(capsys, *argv)
@@ -120,15 +120,17 @@ def test_run_writes_records_and_leaderboard_then_reuses_them(tmp_path, capsys):
     assert len(records(tmp_path)) == 3  # dense once, gap at two sparsities
     assert "| gap | uniform | 0.90 |" in out and "| dense | dense | 0.00 |" in out
     csv = (tmp_path / "leaderboard.csv").read_text()
-    assert csv.splitlines()[0].startswith("task,profile,epochs,method,distribution,sparsity")
+    assert csv.splitlines()[0].startswith(
+        "task,profile,budget_mode,multiplier,epochs,method,distribution,sparsity"
+    )
     assert (tmp_path / "leaderboard.md").read_text().count("| gap |") == 2
-    assert list(tmp_path.glob("leaderboard-classification-*.png"))
+    assert list((tmp_path / "plots").glob("classification-digits-*-sparsity.png"))
     record = next(r for r in records(tmp_path) if r["method"] == "gap" and r["sparsity"] == 0.9)
     assert record["params"]["rounds"] == 1 and record["params"]["partitions"] == 3
     code, out, _ = cli(capsys, *argv)
     assert code == 0 and out.count("reusing") == 3
     code, out, _ = cli(capsys, "leaderboard", "--out", str(tmp_path))
-    assert code == 0 and "classification (tiny, 4 epochs)" in out
+    assert code == 0 and "classification (digits, 4 epochs)" in out
 
 
 @pytest.mark.slow

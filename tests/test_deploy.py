@@ -108,7 +108,17 @@ def _shipped_run(task: str, method: str, pattern: str) -> dict:
 def test_a_shipped_run_exports(tmp_path, capsys):
     record = _shipped_run("classification", "magnitude", "unstructured")
     target = tmp_path / "model.safetensors"
-    code, _, err = cli(capsys, "export", record["run_id"], "--out", str(REFERENCE), "--format", "safetensors", "--to", str(target))
+    code, _, err = cli(
+        capsys,
+        "export",
+        record["run_id"],
+        "--out",
+        str(REFERENCE),
+        "--format",
+        "safetensors",
+        "--to",
+        str(target),
+    )
     assert code == 0, err
     from safetensors.torch import load_file
 
@@ -119,10 +129,23 @@ def test_a_shipped_run_exports(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task, pattern", [("classification", "unstructured"), ("translation", "nm:2:4")])
+@pytest.mark.parametrize(
+    "task, pattern", [("classification", "unstructured"), ("translation", "nm:2:4")]
+)
 def test_speed_is_measured_on_a_shipped_run(capsys, task, pattern):
     record = _shipped_run(task, "magnitude", pattern)
-    code, out, err = cli(capsys, "speed", record["run_id"], "--out", str(REFERENCE), "--repeats", "3", "--batch-size", "16", "--json")
+    code, out, err = cli(
+        capsys,
+        "speed",
+        record["run_id"],
+        "--out",
+        str(REFERENCE),
+        "--repeats",
+        "3",
+        "--batch-size",
+        "16",
+        "--json",
+    )
     assert code == 0, err
     report = json.loads(out.strip().splitlines()[-1])
     assert report["sparse_layers"] > 0 and report["latency_ms"]["speedup"] > 0

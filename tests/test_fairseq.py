@@ -112,9 +112,7 @@ def _corpus(root: Path) -> None:
 
 def _run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=900
-    )
+    proc = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(f"{args[0]} failed:\n{proc.stderr[-4000:]}")
     return proc
