@@ -25,8 +25,21 @@ STYLE = {
     "set": "tab:orange",
     "static": "tab:gray",
     "oneshot": "tab:purple",
+    "snfs": "tab:brown",
+    "snip": "tab:pink",
+    "grasp": "tab:olive",
+    "synflow": "tab:cyan",
 }
 MARKERS = {"uniform": "o", "erk": "s", "global": "^", "dense": "_"}
+PATTERN_MARKER = "D"  # N:M and block runs: a fixed sparsity, never joined to a curve
+
+
+def _series(method: str, dist: str, pattern: str) -> str:
+    return f"{method} ({dist})" if pattern == "unstructured" else f"{method} ({pattern})"
+
+
+def _marker(dist: str, pattern: str) -> str:
+    return MARKERS.get(dist, "o") if pattern == "unstructured" else PATTERN_MARKER
 
 
 def _plt():
@@ -56,7 +69,9 @@ def plot_sparsity(table: pd.DataFrame, out: Path) -> list[Path]:
         ["task", "profile", "budget_mode", "multiplier", "epochs"], sort=True
     ):
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        for (method, dist), m in g.groupby(["method", "distribution"], sort=True):
+        for (method, dist, pattern), m in g.groupby(
+            ["method", "distribution", "pattern"], sort=True
+        ):
             color = STYLE.get(method)
             if method == "dense":
                 r = m.iloc[0]
@@ -69,10 +84,11 @@ def plot_sparsity(table: pd.DataFrame, out: Path) -> list[Path]:
                 m["sparsity"],
                 m["mean"],
                 yerr=[_error(r) for _, r in m.iterrows()],
-                marker=MARKERS.get(dist, "o"),
+                marker=_marker(dist, pattern),
                 color=color,
                 capsize=3,
-                label=f"{method} ({dist})",
+                linestyle="-" if pattern == "unstructured" else "none",
+                label=_series(method, dist, pattern),
             )
         ax.set_xlabel("sparsity")
         ax.set_ylabel(f"{g['metric'].iloc[0]} (mean, 95% CI)")
@@ -94,19 +110,21 @@ def plot_flops(table: pd.DataFrame, out: Path) -> list[Path]:
     plt, paths = _plt(), []
     for (task, profile), g in table.groupby(["task", "profile"], sort=True):
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        for (method, dist, sparsity), m in g.groupby(
-            ["method", "distribution", "sparsity"], sort=True
+        # One series per method, distribution and pattern: its points are the sparsities and
+        # budgets it ran at, placed by the training FLOPs they cost (not joined: mixed budgets).
+        for (method, dist, pattern), m in g.groupby(
+            ["method", "distribution", "pattern"], sort=True
         ):
             m = m.sort_values("train_flops_vs_dense")
             ax.errorbar(
                 m["train_flops_vs_dense"],
                 m["mean"],
                 yerr=[_error(r) for _, r in m.iterrows()],
-                marker=MARKERS.get(dist, "o"),
+                marker=_marker(dist, pattern),
                 color=STYLE.get(method),
                 capsize=3,
-                linestyle="-" if len(m) > 1 else "none",
-                label=f"{method} {dist} {sparsity:.2f}",
+                linestyle="none",
+                label=_series(method, dist, pattern),
             )
         ax.set_xscale("log")
         ax.set_xlabel("training FLOPs / dense training over the budget")
