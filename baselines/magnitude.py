@@ -11,6 +11,7 @@ states the extra dense epochs.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -102,15 +103,37 @@ class GradualMagnitude(Method):
             {"step": step, "sparsity": round(self.masks.overall_sparsity(), 6), "changed": changed}
         )
 
+    def sparsity_in_effect(self, step: int) -> float:
+        """The sparsity the forward of `step` runs at: that of the last prune before it (a prune
+        at "done = d" happens after step d - 1)."""
+        if step < self.t0:
+            return 0.0
+        last = self.t0 + (step - self.t0) // self.interval * self.interval
+        return self.sparsity_at(self.t_end if step >= self.t_end else last)
+
     def expected_densities(self, epoch: int) -> dict[str, float]:
-        """The cubic schedule at the middle of the epoch, split as the run's distribution would
-        (uniform where `global` can only be known from trained weights)."""
+        """Each tensor's density averaged over the epoch's steps, as the run will prune it: the
+        cubic schedule sampled on the prune grid, split as the run's distribution would (uniform
+        where `global` can only be known from trained weights)."""
         spe = self.ctx.budget.steps_per_epoch
-        sparsity = self.sparsity_at(int((epoch + 0.5) * spe))
+        steps = Counter(self.sparsity_in_effect(s) for s in range(epoch * spe, (epoch + 1) * spe))
+        average = dict.fromkeys(self.masks.names, 0.0)
+        for sparsity, count in steps.items():
+            for name, density in self._densities_at(sparsity).items():
+                average[name] += density * count / spe
+        return average
+
+    def _densities_at(self, sparsity: float) -> dict[str, float]:
+        pattern = self.ctx.pattern
+        if pattern.kind == "nm":
+            kept = pattern.m - round((pattern.m - pattern.n) * sparsity / self.ctx.sparsity)
+            return dict.fromkeys(self.masks.names, kept / pattern.m)
         shapes = [tuple(self.masks.params[n].shape) for n in self.masks.names]
         dist = "uniform" if self.ctx.distribution == "global" else self.ctx.distribution
-        counts = keep_counts(dist, shapes, sparsity)
-        return {n: k / self.masks.numel(n) for n, k in zip(self.masks.names, counts)}
+        counts = dict(zip(self.masks.names, keep_counts(dist, shapes, sparsity)))
+        if self.ctx.distribution != "global" and sparsity > 0:  # as _prune_at: never below final
+            counts = {n: max(k, self.target_counts[n]) for n, k in counts.items()}
+        return {n: counts[n] / self.masks.numel(n) for n in self.masks.names}
 
     def finish(self) -> None:
         if self.masks.alive() != sum(self.target_counts.values()) or any(

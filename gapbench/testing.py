@@ -10,7 +10,8 @@ Checked: (1) weights outside the mask and their optimizer state are exactly zero
 counts only shrink, never below the final total), and the final counts are exact: per layer as the
 method's target, in total round((1 - s) * N); (3) the same seed gives identical weights and masks;
 (4) a state_dict round trip through torch.save/torch.load(weights_only=True) in the middle of
-training resumes identically.
+training resumes identically; (5) `expected_densities`, asked before training, foresees every
+epoch's average density as the FLOPs ledger charges it, to 0.01 (what `--match flops` prices).
 """
 
 from __future__ import annotations
@@ -67,6 +68,16 @@ PRUNABLE = ["conv1.weight", "conv2.weight", "fc1.weight", "fc2.weight"]
 BATCH = 8
 
 
+class _AliveRecorder:
+    """Stands in for the FLOPs ledger: the alive weights at every step it would charge."""
+
+    def __init__(self, masks: MaskSet):
+        self.masks, self.alive = masks, []
+
+    def charge_step(self, samples: float, dense_weight_grad: bool = False) -> None:
+        self.alive.append(self.masks.alive())
+
+
 def _loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     x, y = batch
     return nn.functional.cross_entropy(model(x), y)
@@ -119,6 +130,12 @@ class Harness:
             ),
         )
         self.method.setup(ctx)
+        self.expected = (
+            [self.method.expected_densities(e) for e in range(self.epochs)]
+            if self.method.sparse
+            else []
+        )
+        self.recorder = _AliveRecorder(self.masks)
         self.loop = StepLoop(
             self.model,
             self.opt,
@@ -130,6 +147,7 @@ class Harness:
             lr_kind="cosine",
             warmup=2,
             grad_clip=5.0,
+            ledger=self.recorder,  # type: ignore[arg-type]
         )
 
     def _batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -304,6 +322,9 @@ def check_method(
         "masked weights and optimizer state zero after every step",
         "exact final counts",
     ]
+    if cls.sparse:
+        _check_expected_densities(run, cls.name)
+        report.checks.append("expected_densities foresees the densities the ledger charges")
 
     again = make()
     again.train_epochs(0, again.epochs)
@@ -322,6 +343,19 @@ def check_method(
     _assert_same(run, resumed, cls.name, f"a run resumed from a state_dict after epoch {half}")
     report.checks.append("state_dict round trip resumes identically")
     return report
+
+
+def _check_expected_densities(run: Harness, name: str) -> None:
+    spe, names = run.steps_per_epoch, run.masks.names
+    total = sum(run.masks.numel(n) for n in names)
+    for epoch, densities in enumerate(run.expected):
+        foreseen = sum(densities[n] * run.masks.numel(n) for n in names) / total
+        steps = run.recorder.alive[epoch * spe : (epoch + 1) * spe]
+        measured = sum(steps) / max(1, len(steps)) / total
+        if abs(foreseen - measured) > 0.01:
+            raise ConformanceError(
+                f"{name}: expected_densities foresees density {foreseen:.3f} in epoch {epoch}, the run had {measured:.3f} (--match flops would misprice it)"
+            )
 
 
 def _assert_same(a: Harness, b: Harness, name: str, what: str) -> None:

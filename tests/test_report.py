@@ -4,6 +4,7 @@ and byte-for-byte rebuilds."""
 import math
 import shutil
 
+import pandas as pd
 import pytest
 from helpers import cli
 from scipy import stats
@@ -200,8 +201,8 @@ def test_shipped_classification_comparison_separates_best_and_worst_sparse_metho
 @pytest.mark.slow
 def test_flops_matched_runs_reach_the_reference_flops_within_five_percent(tmp_path, capsys):
     code, out, err = cli(
-        capsys, "run", "--task", "classification", "--profile", "digits", "--methods", "gap,static,rigl,dense",
-        "--epochs", "4", "--method-arg", "gap.rounds=1", "--method-arg", "gap.epochs_per_step=1",
+        capsys, "run", "--task", "classification", "--profile", "digits", "--methods", "gap,static,rigl,magnitude,dense",
+        "--epochs", "6", "--method-arg", "gap.rounds=1", "--method-arg", "gap.epochs_per_step=1",
         "--match", "flops", "--device", "cpu", "--out", str(tmp_path),
     )  # fmt: skip
     assert code == 0, err
@@ -210,9 +211,13 @@ def test_flops_matched_runs_reach_the_reference_flops_within_five_percent(tmp_pa
     runs = {r["method"]: r for r in records(tmp_path)}
     reference = runs["gap"]["flops"]["train"]
     assert runs["dense"]["budget_mode"] == "epochs"  # dense keeps whole epochs
-    for method in ("static", "rigl"):
+    for method in ("static", "rigl", "magnitude"):
         record = runs[method]
         assert record["budget_mode"] == "flops" and record["identity"]["match_ref"] == "gap"
-        assert record["plan"]["match_epochs"] == 4 and record["epochs"] != 4
+        assert record["plan"]["match_epochs"] == 6 and record["epochs"] != 6
         assert abs(record["flops"]["train"] / reference - 1) <= 0.05, method
+    table = pd.read_csv(tmp_path / "leaderboard.csv")
+    matched = table[table["budget_mode"] == "flops"].set_index("method")["train_flops_vs_dense"]
+    for method in ("static", "rigl", "magnitude"):  # on the comparison's budget, as gap's
+        assert abs(matched[method] / matched["gap"] - 1) <= 0.05, method
     assert "training FLOPs matched to gap" in (tmp_path / "leaderboard.md").read_text()

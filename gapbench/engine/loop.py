@@ -124,6 +124,9 @@ class StepLoop:
         self.set_lr()
         self.optimizer.zero_grad(set_to_none=True)
         loss = self._backward(micro_batches)
+        if self.ledger is not None:  # at the masks this step's forward and backward ran with
+            samples = sum(self.samples(b) for b in micro_batches) * self.world
+            self.ledger.charge_step(samples, plan.dense_grad(step))
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         if self.enforcer:
@@ -143,9 +146,6 @@ class StepLoop:
         else:
             self.optimizer.step()
         self.method.update(step)
-        if self.ledger is not None:
-            samples = sum(self.samples(b) for b in micro_batches) * self.world
-            self.ledger.charge_step(samples, plan.dense_grad(step))
         self.step += 1
         return loss
 

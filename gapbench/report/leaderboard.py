@@ -34,6 +34,10 @@ def records_frame(records: list[RunRecord]) -> pd.DataFrame:
             continue
         dense_budget = r.flops.get("dense_train_budget") or float("nan")
         flops_mode = r.budget_mode == "flops"
+        if flops_mode and r.identity.get("match_epochs") and r.epochs:
+            # The record prices dense training over the epochs this run trained; the comparison's
+            # budget is the reference's epochs (dense FLOPs per epoch do not change).
+            dense_budget *= int(r.identity["match_epochs"]) / int(r.epochs)
         row = {
             "task": r.task,
             "profile": r.profile,
