@@ -73,7 +73,7 @@ class GradualMagnitude(Method):
     def _prune_at(self, sparsity: float, step: int) -> None:
         pattern = self.ctx.pattern
         if pattern.kind == "nm":  # gradually from M:M to N:M, every group alike
-            kept = pattern.m - round((pattern.m - pattern.n) * sparsity / self.ctx.sparsity)
+            kept = self._kept_per_group(sparsity)
             changed = 0
             for name in self.masks.names:
                 groups = torch.full((self.masks.numel(name) // pattern.m,), kept)
@@ -123,11 +123,15 @@ class GradualMagnitude(Method):
                 average[name] += density * count / spe
         return average
 
+    def _kept_per_group(self, sparsity: float) -> int:
+        """N:M: weights kept per group of M at `sparsity` on the way from M:M to N:M."""
+        pattern = self.ctx.pattern
+        return pattern.m - round((pattern.m - pattern.n) * sparsity / self.ctx.sparsity)
+
     def _densities_at(self, sparsity: float) -> dict[str, float]:
         pattern = self.ctx.pattern
         if pattern.kind == "nm":
-            kept = pattern.m - round((pattern.m - pattern.n) * sparsity / self.ctx.sparsity)
-            return dict.fromkeys(self.masks.names, kept / pattern.m)
+            return dict.fromkeys(self.masks.names, self._kept_per_group(sparsity) / pattern.m)
         shapes = [tuple(self.masks.params[n].shape) for n in self.masks.names]
         dist = "uniform" if self.ctx.distribution == "global" else self.ctx.distribution
         counts = dict(zip(self.masks.names, keep_counts(dist, shapes, sparsity)))
