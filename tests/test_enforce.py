@@ -7,7 +7,7 @@ from torch import nn
 
 from gapbench.engine.loop import StepLoop
 from gapbench.registry import get_method_class
-from gapbench.sparse.enforce import ZERO_PRESERVING, MaskEnforcer
+from gapbench.sparse.enforce import ZERO_PRESERVING, MaskEnforcer, count_weights
 from gapbench.sparse.masks import MaskSet, topk_mask
 from gapbench.sparse.method import Budget, Context, Plan
 
@@ -113,3 +113,59 @@ def test_clipping_sees_only_the_gradients_that_are_applied(monkeypatch):
     for name in masks.names:
         assert torch.all(grads[name][~masks.masks[name]] == 0)
         assert torch.any(grads[name][masks.masks[name]] != 0)
+
+
+def _backward(model):
+    model.zero_grad()
+    model(torch.randn(5, 8)).pow(2).mean().backward()
+
+
+def test_a_replaced_step_does_not_leave_the_next_steps_gradients_unmasked():
+    """A front-end masks for a replaced step (RigL) and skips the weight update: the next step's
+    pre-hook must still mask, or momentum carries pruned weights away from zero."""
+    model, opt, masks = _sparse_model(torch.optim.SGD, lr=0.1, momentum=0.9)
+    enforcer = MaskEnforcer(masks, opt)
+    _backward(model)
+    enforcer.mask_grads()  # the replaced step: masked, no optimizer.step() follows
+    for _ in range(3):
+        _backward(model)
+        opt.step()  # no clipping: only the pre-hook masks
+    assert all(torch.all(masks.params[n][~masks.masks[n]] == 0) for n in masks.names)
+    assert count_weights(masks).total_nonzero == masks.alive()
+    count_weights(masks).check("test")
+
+
+def test_the_method_reads_each_backwards_gradients_once_and_dense():
+    """Clip, then a replaced step: mask_grads runs twice on one backward, but the method must read
+    the dense gradients (the first call) and never the masked ones."""
+    model, opt, masks = _sparse_model(torch.optim.SGD, lr=0.1)
+    reads = []
+
+    def read():
+        reads.append({n: masks.params[n].grad.clone() for n in masks.names})
+
+    enforcer = MaskEnforcer(masks, opt, before_mask=read)
+    _backward(model)
+    enforcer.mask_grads()  # before clipping
+    enforcer.skip_step()  # the replaced step
+    assert len(reads) == 1
+    assert all(torch.any(reads[0][n][~masks.masks[n]] != 0) for n in masks.names)
+    _backward(model)
+    opt.step()
+    assert len(reads) == 2  # a new backward is read again
+
+
+def test_count_weights_sees_a_leak_that_the_masks_do_not():
+    model, opt, masks = _sparse_model(torch.optim.SGD, lr=0.1)
+    MaskEnforcer(masks, opt)
+    _train(model, opt, 2)
+    counted = count_weights(masks)
+    counted.check("clean")
+    assert counted.total_nonzero == masks.alive() and not any(counted.alive_zero.values())
+    name = masks.names[0]
+    with torch.no_grad():
+        masks.params[name][~masks.masks[name]] = 1.0
+    leaked = count_weights(masks)
+    assert leaked.leaked[name] == masks.numel(name) - masks.count(name)
+    with pytest.raises(RuntimeError, match="pruned weights are nonzero"):
+        leaked.check("leak")

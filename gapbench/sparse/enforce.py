@@ -9,11 +9,17 @@ pruned weights are zeroed again, unless the optimizer is one of torch's whose up
 with zero gradient, zero state and zero weight is exactly zero: for those that second pass would
 only cost time (tests/test_enforce.py checks each of them). A loop that clips gradients calls
 `mask_grads()` itself first, so the clip norm sees only the gradients that will be applied.
+
+"Already masked" is tracked per backward, not per step: every backward that writes a masked
+parameter's gradient clears the flag (a post-accumulate-grad hook). A front-end that calls
+`mask_grads()` and then skips the weight update (RigL's replaced steps) therefore cannot leave the
+flag set for the next step, whose pre-hook would otherwise let unmasked gradients through.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -56,17 +62,36 @@ class MaskEnforcer:
             optimizer.register_step_pre_hook(self._before_step),
             optimizer.register_step_post_hook(self._after_step),
         ]
+        # A new backward brings new dense gradients: they must be read and masked again.
+        self._handles += [
+            p.register_post_accumulate_grad_hook(self._new_gradients)
+            for p in masks.params.values()
+            if p.requires_grad
+        ]
+
+    def _new_gradients(self, param: torch.Tensor) -> None:
+        self._grads_masked = False
 
     def mask_grads(self) -> None:
-        """Zero the gradients of pruned entries now (before clipping); the step will not redo it."""
+        """Zero the gradients of pruned entries now (before clipping). Once per backward: a second
+        call (the step's pre-hook, a replaced step after clipping) must not let the method read
+        gradients that are already masked."""
+        if self._grads_masked:
+            return
         if self.before_mask is not None:
             self.before_mask()
         self.masks.mask_grads()
         self._grads_masked = True
 
+    def skip_step(self) -> None:
+        """This backward's weight update is replaced (RigL): let the method read the dense
+        gradients and mask them, and expect no step to follow (gradients set without a backward
+        are then masked again too)."""
+        self.mask_grads()
+        self._grads_masked = False
+
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if not self._grads_masked:
-            self.mask_grads()
+        self.mask_grads()
 
     def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._grads_masked = False
@@ -78,3 +103,39 @@ class MaskEnforcer:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+
+@dataclass(frozen=True)
+class WeightCount:
+    """What the weights themselves hold, per masked tensor: a mask says what should be alive, only
+    the weights say what a record may claim."""
+
+    nonzero: dict[str, int]  # nonzero entries
+    leaked: dict[str, int]  # nonzero entries that the mask prunes (must be 0)
+    alive_zero: dict[str, int]  # entries the mask keeps that are exactly zero
+
+    @property
+    def total_nonzero(self) -> int:
+        return sum(self.nonzero.values())
+
+    def check(self, who: str) -> None:
+        """Raise if any pruned weight is nonzero."""
+        bad = {n: k for n, k in self.leaked.items() if k}
+        if bad:
+            raise RuntimeError(
+                f"{who}: {sum(bad.values())} pruned weights are nonzero (masks hold, weights do "
+                f"not): {bad}"
+            )
+
+
+@torch.no_grad()
+def count_weights(masks: MaskSet) -> WeightCount:
+    """Count nonzero weights against the masks (exact integers, read from the weights)."""
+    nonzero, leaked, alive_zero = {}, {}, {}
+    for name in masks.names:
+        w, keep = masks.params[name], masks.masks[name]
+        nz = w != 0
+        nonzero[name] = int(nz.sum())
+        leaked[name] = int((nz & ~keep).sum())
+        alive_zero[name] = int((~nz & keep).sum())
+    return WeightCount(nonzero, leaked, alive_zero)
