@@ -17,6 +17,10 @@ from gapbench.errors import UserError
 
 DEFAULT_METHODS = "dense,magnitude,gap"
 DEFAULT_OUT = "results/runs"
+PLUGIN_HELP = (
+    "a .py file or importable module defining a method or task; it is imported, which EXECUTES "
+    "its code with your permissions: pass only code you trust"
+)
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -52,14 +56,100 @@ def parse_method_args(items: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _check_vs(vs: str, out: Path | None = None) -> None:
+    """--vs must name a method: a registered one, or one that the records under `out` hold."""
+    from gapbench.registry import all_methods
+
+    known = set(all_methods())
+    if vs in known:
+        return
+    if out is not None:
+        known |= _record_methods(out)
+        if vs in known:
+            return
+    raise UserError(
+        f"--vs {vs!r} is not a method; choose the reference among: {', '.join(sorted(known))}"
+    )
+
+
+def _record_methods(out: Path) -> set[str]:
+    """Method names in the records under `out` (a plug-in's method is not registered here)."""
+    import json
+
+    from gapbench.report.records import records_dir
+
+    names = set()
+    for path in records_dir(out).glob("*.json"):
+        try:
+            names.add(str(json.loads(path.read_text())["method"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # the board warns about broken records
+    return names
+
+
+def _warn_slow_precision(precision: str, device: Any) -> None:
+    if precision == "fp16" and getattr(device, "type", str(device)) == "cpu":
+        print(
+            "gapbench: warning: --precision fp16 on CPU is about 12x slower than fp32 "
+            "(no fast fp16 CPU kernels); use fp32 or bf16 on CPU",
+            file=sys.stderr,
+        )
+
+
+def _sweep(args: argparse.Namespace, specs: list, options: Any, plugins: list[str]) -> dict:
+    from gapbench.sweep import SlurmOptions, run_sweep
+
+    slurm = SlurmOptions(
+        partition=args.slurm_partition,
+        gpus_per_job=args.slurm_gpus_per_job,
+        cpus_per_job=args.slurm_cpus_per_job,
+        time_min=args.slurm_time,
+        extra=dict(kv.split("=", 1) for kv in _split(args.slurm_arg)),
+    )
+    return run_sweep(
+        specs, options, args.launcher, args.jobs, slurm,
+        log=lambda m: print(m, flush=True), plugins=plugins,
+    )  # fmt: skip
+
+
+def _run_here(specs: list, options: Any) -> dict[str, int]:
+    """Each run in this process, one after the other; counts by outcome."""
+    from gapbench.runner import execute_locked, outcome_kind
+
+    counts: dict[str, int] = {}
+    for i, spec in enumerate(specs, 1):
+        label = f"[{i}/{len(specs)}] {spec.label()}"
+        print(f"{label}: starting", flush=True)
+        outcome, record = execute_locked(spec, options)
+        kind = outcome_kind(outcome)
+        counts[kind] = counts.get(kind, 0) + 1
+        if record is None or outcome != "trained":
+            print(f"{label}: {outcome}", flush=True)
+            continue
+        metric = record.metrics.get(record.metric, float("nan"))
+        print(
+            f"{label}: trained: {record.metric}={metric:.3f} "
+            f"sparsity={record.measured_sparsity:.4f} ({record.wall_time_s:.0f}s) "
+            f"-> {Path(options.out) / 'records' / record.file_name}",
+            flush=True,
+        )
+    return counts
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from gapbench.registry import load_plugin
+    from gapbench.registry import check_task_name, load_plugin
+
+    plugins = _split(args.plugin)
+    if not plugins:  # a plug-in may add a task; without one, fail before torch is imported
+        check_task_name(args.task)
+    for plugin in plugins:
+        load_plugin(plugin)
+    _check_vs(args.vs)
+
     from gapbench.report.leaderboard import task_markdown, write_leaderboard
-    from gapbench.runner import ExecOptions, execute_locked
+    from gapbench.runner import ExecOptions, check_output, summary
     from gapbench.runspec import GridRequest, resolve_grid
 
-    for plugin in _split(args.plugin):
-        load_plugin(plugin)
     request = GridRequest(
         task=args.task,
         methods=_split([args.methods]),
@@ -85,7 +175,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         specs = match_flops(specs, args.match_ref, log=lambda m: print(m, flush=True))
     from gapbench.engine.distributed import resolve_device
 
-    resolve_device(args.device)  # an unavailable device fails before the first run
+    device = resolve_device(args.device)  # an unavailable device fails before the first run
     if args.accumulate is not None and args.accumulate < 1:
         raise UserError(f"--accumulate must be at least 1, got {args.accumulate}")
     out = Path(args.out)
@@ -109,36 +199,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UserError(f"--log {','.join(unknown)}: choose from {', '.join(BACKENDS)}")
     if args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
+    check_output(options)  # an unwritable --out fails now, not after hours of training
+    _warn_slow_precision(request.precision, device)
     if args.launcher != "none":
-        from gapbench.sweep import SlurmOptions, run_sweep
-
-        slurm = SlurmOptions(
-            partition=args.slurm_partition,
-            gpus_per_job=args.slurm_gpus_per_job,
-            cpus_per_job=args.slurm_cpus_per_job,
-            time_min=args.slurm_time,
-            extra=dict(kv.split("=", 1) for kv in _split(args.slurm_arg)),
-        )
-        counts = run_sweep(
-            specs, options, args.launcher, args.jobs, slurm,
-            log=lambda m: print(m, flush=True), plugins=_split(args.plugin),
-        )  # fmt: skip
-        print(f"sweep: {counts['done']} finished, {counts['failed']} failed")
+        counts = _sweep(args, specs, options, plugins)
     else:
-        for i, spec in enumerate(specs, 1):
-            label = f"[{i}/{len(specs)}] {spec.label()}"
-            print(f"{label}: starting", flush=True)
-            outcome, record = execute_locked(spec, options)
-            if record is None or outcome != "trained":
-                print(f"{label}: {outcome}", flush=True)
-                continue
-            metric = record.metrics.get(record.metric, float("nan"))
-            print(
-                f"{label}: trained: {record.metric}={metric:.3f} "
-                f"sparsity={record.measured_sparsity:.4f} ({record.wall_time_s:.0f}s) "
-                f"-> {out / 'records' / record.file_name}",
-                flush=True,
-            )
+        counts = _run_here(specs, options)
+    print(f"{'sweep' if args.launcher != 'none' else 'runs'}: {summary(counts)}", flush=True)
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun, rank 0 alone writes and prints the leaderboard
     table = write_leaderboard(out, args.vs)
@@ -158,6 +225,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         raise UserError(
             f"no run records under {records_dir(out)}; run `python -m gapbench run --task ...` first"
         )
+    _check_vs(args.vs, out)
     table = write_leaderboard(out, args.vs)
     print(to_markdown(table, load_published()))
     print(f"written: {out / 'leaderboard.csv'}, {out / 'leaderboard.md'}")
@@ -191,8 +259,16 @@ def cmd_speed(args: argparse.Namespace) -> int:
     from gapbench.deploy.speed import measure
     from gapbench.engine.distributed import resolve_device
 
+    for name, value in (("--batch-size", args.batch_size), ("--repeats", args.repeats)):
+        if value < 1:
+            raise UserError(f"{name} must be at least 1, got {value}")
     report = measure(
-        Path(args.out), args.run_id, resolve_device(args.device), args.batch_size, args.repeats
+        Path(args.out),
+        args.run_id,
+        resolve_device(args.device),
+        args.batch_size,
+        args.repeats,
+        data_root=Path(args.data_root) if args.data_root else None,
     )
     lat, thr = report["latency_ms"], report["throughput"]
     print(
@@ -334,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--slurm-arg", action="append", help="key=value passed to sbatch, e.g. account=abc"
     )
-    run.add_argument("--plugin", action="append", help="a .py file or module defining a method")
+    run.add_argument("--plugin", action="append", help=PLUGIN_HELP)
     run.add_argument("--method-arg", action="append", help="method.key=value, e.g. gap.rounds=2")
     run.set_defaults(func=cmd_run)
 
@@ -357,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run_id")
     export.add_argument("--out", default=DEFAULT_OUT, help="the results folder holding the run")
     export.add_argument("--format", default="pt", choices=("pt", "safetensors"))
-    export.add_argument("--to", required=True, help="file to write")
+    export.add_argument("--to", required=True, help="file to write (not a folder)")
     export.set_defaults(func=cmd_export)
 
     speed = sub.add_parser("speed", help="measure a run's inference speed, dense vs sparse kernels")
@@ -366,11 +442,14 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--device", default="cpu")
     speed.add_argument("--batch-size", type=int, default=64)
     speed.add_argument("--repeats", type=int, default=20)
+    speed.add_argument(
+        "--data-root", default=None, help="the data the run trained on (runs on real data only)"
+    )
     speed.add_argument("--json", action="store_true", help="also print the report as JSON")
     speed.set_defaults(func=cmd_speed)
 
     methods = sub.add_parser("methods", help="list methods with their parameters")
-    methods.add_argument("--plugin", action="append")
+    methods.add_argument("--plugin", action="append", help=PLUGIN_HELP)
     methods.set_defaults(func=cmd_methods)
 
     tasks_cmd = sub.add_parser("tasks", help="list tasks and profiles")
@@ -378,12 +457,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(exc: UserError) -> str:
+    """The error's own message on one line. A UserError raised in a data-loader worker comes back
+    wrapped ("Caught UserError in DataLoader worker ... Original Traceback ..."): its last line
+    holds the message."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else type(exc).__name__
+    last = lines[-1]
+    prefix = f"{UserError.__module__}.{UserError.__name__}: "
+    return last.removeprefix(prefix).removeprefix(f"{UserError.__name__}: ")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except UserError as exc:
-        print(f"gapbench: error: {exc}", file=sys.stderr)
+        print(f"gapbench: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gapbench: interrupted; rerun with --resume to continue", file=sys.stderr)

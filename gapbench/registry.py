@@ -31,12 +31,29 @@ _discovered: set[str] = set()
 T = TypeVar("T")
 
 
+def _same_class(a: type, b: type) -> bool:
+    """The same class defined again (a module imported twice), not a different one."""
+    return (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
+
+
+def _claim(table: dict[str, type], kind: str, name: str, cls: type) -> None:
+    """Register `cls` under `name`, refusing a name another class holds: a plug-in named
+    `magnitude` must not silently replace (or be replaced by) the built-in."""
+    held = table.get(name)
+    if held is not None and not _same_class(held, cls):
+        raise UserError(
+            f"{kind} name {name!r} is taken by {held.__module__}.{held.__qualname__}; "
+            f"register {cls.__qualname__} under another name"
+        )
+    cls.name = name
+    table[name] = cls
+
+
 def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
     """Class decorator: make a Method available under `name` (CLI, leaderboard, conformance)."""
 
     def deco(cls: type[Method]) -> type[Method]:
-        cls.name = name
-        METHODS[name] = cls
+        _claim(METHODS, "method", name, cls)
         return cls
 
     return deco
@@ -46,8 +63,7 @@ def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
     """Class decorator: make a Task available under `name`."""
 
     def deco(cls: type[Task]) -> type[Task]:
-        cls.name = name
-        TASKS[name] = cls
+        _claim(TASKS, "task", name, cls)
         return cls
 
     return deco
@@ -67,7 +83,13 @@ def discover(kind: str) -> None:
     for package in BUILTIN_PACKAGES[kind]:
         _import_package_modules(package)
     for point in entry_points(group=f"gapbench.{kind}"):
-        point.load()
+        try:
+            point.load()
+        except (Exception, SystemExit) as exc:  # an installed package's code: name it
+            raise UserError(
+                f"entry point {point.name!r} ({point.value}) of group gapbench.{kind} failed to "
+                f"load: {_describe(exc)}; fix or uninstall that package"
+            ) from None
 
 
 def rediscover() -> None:
@@ -99,23 +121,71 @@ def all_tasks() -> dict[str, type[Task]]:
     return dict(sorted(TASKS.items()))
 
 
+def builtin_task_names() -> list[str]:
+    """Task names known without importing any task (each imports torch): the `tasks` package's
+    subpackages (each registers the task of its own name) and the installed entry points."""
+    spec = importlib.util.find_spec(BUILTIN_PACKAGES["tasks"][0])
+    folders = spec.submodule_search_locations if spec else None
+    names = {info.name for info in pkgutil.iter_modules(folders or [])}
+    names |= {point.name for point in entry_points(group="gapbench.tasks")}
+    return sorted(names)
+
+
+def check_task_name(name: str) -> None:
+    """Fail fast on a task name that nothing provides, before anything heavy is imported."""
+    if name in TASKS:
+        return
+    known = builtin_task_names()
+    if name not in known:
+        raise UserError(f"unknown task {name!r}; choose one of: {', '.join(known)}")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1]}" if text else type(exc).__name__
+
+
 def load_plugin(spec: str) -> None:
-    """Import a user's method or task from a .py file path or an importable module name."""
-    if spec.endswith(".py"):
-        path = Path(spec)
-        if not path.is_file():
-            raise UserError(f"plugin file {spec} does not exist; pass a .py file or a module name")
-        mod_name = f"gapbench_plugin_{path.stem}"
-        spec_obj = importlib.util.spec_from_file_location(mod_name, path)
-        module = importlib.util.module_from_spec(spec_obj)
-        sys.modules[mod_name] = module
-        try:
-            spec_obj.loader.exec_module(module)
-        except Exception as exc:  # a user's file: report, don't crash with a traceback
-            del sys.modules[mod_name]
-            raise UserError(f"plugin {spec} failed to import: {exc}") from exc
-    else:
+    """Import a user's method or task from a .py file path or an importable module name.
+
+    Importing runs the plug-in's code with the user's permissions (that is how it registers):
+    pass only code you trust. Built-ins are discovered first, so a plug-in that reuses a built-in
+    name is refused instead of being silently overridden later."""
+    discover("methods")
+    discover("tasks")
+    try:
+        _import_plugin(spec)
+    except UserError as exc:
+        raise UserError(f"plugin {spec}: {exc}") from None
+    except (Exception, SystemExit) as exc:  # a user's code: one line, never a traceback
+        raise UserError(
+            f"plugin {spec} failed to import: {_describe(exc)}; "
+            "a plug-in should only define and register methods or tasks"
+        ) from None
+
+
+def _import_plugin(spec: str) -> None:
+    if not spec.endswith(".py"):
         try:
             importlib.import_module(spec)
-        except ImportError as exc:
-            raise UserError(f"plugin module {spec!r} cannot be imported: {exc}") from exc
+        except ModuleNotFoundError as exc:
+            if exc.name and spec.startswith(exc.name):
+                raise UserError(
+                    f"no module {spec!r}; pass a .py file or an importable module name"
+                ) from None
+            raise
+        return
+    path = Path(spec)
+    if not path.is_file():
+        raise UserError(f"file {spec} does not exist; pass a .py file or a module name")
+    mod_name = f"gapbench_plugin_{path.stem}"
+    spec_obj = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(spec_obj)
+    sys.modules[mod_name] = module
+    try:
+        spec_obj.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[mod_name]
+        raise

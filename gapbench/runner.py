@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-import socket
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +13,7 @@ from gapbench.engine import distributed
 from gapbench.engine.trainer import RunResult, Trainer, TrainSettings, seed_everything
 from gapbench.errors import UserError
 from gapbench.registry import get_task_class
-from gapbench.report.atomic import atomic_torch_save
+from gapbench.report.atomic import atomic_torch_save, remove_stale_temps
 from gapbench.report.records import (
     SCHEMA_VERSION,
     RunRecord,
@@ -88,6 +88,40 @@ def checkpoint_path(out: Path, spec: RunSpec) -> Path:
     return Path(out) / "checkpoints" / f"{spec.run_id}.pt"
 
 
+def output_folders(options: ExecOptions) -> list[Path]:
+    """Every folder a run of `options` writes into: records, locks, checkpoints, weights, logs."""
+    out = Path(options.out)
+    names = ["records", "locks", "checkpoints"]
+    names += ["weights"] if options.save_weights else []
+    names += ["tracking"] if options.log else []
+    return [out, *(out / name for name in names)]
+
+
+def _probe_write(folder: Path) -> None:
+    """Create and delete a file in `folder`: the only test of writability that also holds for
+    read-only mounts, ACLs and network file systems."""
+    fd, name = tempfile.mkstemp(dir=folder, prefix=".gapbench-probe-", suffix=".tmp")
+    os.close(fd)
+    os.unlink(name)
+
+
+def check_output(options: ExecOptions) -> None:
+    """Make sure every output folder exists (or can be made) and takes files, before the first
+    run trains: a run whose record cannot be written is hours lost. Also clears temporary files
+    that killed writers left behind."""
+    for folder in output_folders(options):
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"{folder} is a file, not a folder; pass --out a folder for results")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            _probe_write(folder)
+        except OSError as exc:
+            raise UserError(
+                f"cannot write to {folder} ({exc.strerror or exc}); pass a writable --out"
+            ) from None
+        remove_stale_temps(folder)
+
+
 def execute(
     spec: RunSpec, options: ExecOptions, stop_after_epoch: int | None = None
 ) -> RunRecord | None:
@@ -141,16 +175,41 @@ def execute(
     )
     if result is None:
         return None
-    record = build_record(spec, result, profile, workload.dataset or spec.dataset, str(device))
+    dataset = public_dataset(workload.dataset or spec.dataset, spec.data_root)
+    record = build_record(spec, result, profile, dataset, str(device))
     record.task_extra = workload.extra
     if dist.is_main:
-        if options.save_weights:
-            save_weights(trainer, weights_path(options.out, spec.run_id))
-        write_record(record, options.out)
+        _write_outputs(trainer, record, options)
         for path in settings.checkpoint.parent.glob(f"{spec.run_id}*.pt"):
             path.unlink(missing_ok=True)
     distributed.barrier(dist)
     return record
+
+
+def public_dataset(dataset: str, data_root: str | None) -> str:
+    """The data set's description without the user's path (records are shared): the data root
+    is named by its folder name alone; `identity["data"]` identifies its contents."""
+    if not data_root:
+        return dataset
+    root = Path(data_root)
+    spellings = {str(root.resolve()), str(root), data_root.rstrip("/")} - {"", ".", "/"}
+    for spelled in sorted(spellings, key=len, reverse=True):  # the longest first
+        dataset = dataset.replace(spelled, root.resolve().name)
+    return dataset
+
+
+def _write_outputs(trainer: Trainer, record: RunRecord, options: ExecOptions) -> None:
+    """Weights (if asked) and the record; a failure names the file instead of a traceback."""
+    try:
+        if options.save_weights:
+            save_weights(trainer, weights_path(options.out, record.run_id))
+        write_record(record, options.out)
+    except OSError as exc:
+        raise UserError(
+            f"run {record.run_id} trained but its results could not be written to "
+            f"{options.out} ({exc.strerror or exc}); free space or fix permissions and rerun "
+            "with --resume"
+        ) from None
 
 
 def _match_info(spec: RunSpec) -> dict[str, object]:
@@ -222,15 +281,22 @@ class RunLock:
         self.handle = None
 
     def acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")  # noqa: SIM115 (held until release)
+        """True when this process now holds the lock, False when another one does."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+")  # noqa: SIM115 (held until release)
+        except OSError as exc:
+            raise UserError(
+                f"cannot create lock file {self.path} ({exc.strerror or exc}); "
+                "pass a writable --out"
+            ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
             return False
         handle.truncate(0)
-        handle.write(f"{socket.gethostname()} {os.getpid()}\n")
+        handle.write(f"{os.getpid()}\n")  # the pid alone: lock files sit in shared folders
         handle.flush()
         self.handle = handle
         return True
@@ -262,3 +328,20 @@ def execute_locked(spec: RunSpec, options: ExecOptions) -> tuple[str, RunRecord 
         return "trained", execute(spec, options)
     finally:
         lock.release()
+
+
+OUTCOMES = ("trained", "reused", "skipped", "failed")
+
+
+def outcome_kind(outcome: str) -> str:
+    """Which of OUTCOMES an `execute_locked` outcome line is, for a sweep's summary."""
+    if outcome.startswith("reusing"):
+        return "reused"
+    if outcome.startswith("skipped"):
+        return "skipped"
+    return "trained" if outcome.startswith("trained") else "failed"
+
+
+def summary(counts: dict[str, int]) -> str:
+    """'2 trained, 2 reused, 0 skipped, 0 failed'."""
+    return ", ".join(f"{counts.get(kind, 0)} {kind}" for kind in OUTCOMES)

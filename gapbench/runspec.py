@@ -6,11 +6,19 @@ of these resolved values, so `--epochs 20` on a profile whose default is 20 is t
 changed default is a new one. `resolve_grid` builds and checks the whole grid (parameters,
 budgets, distributions, data root, device) up front: a mistake fails in seconds, not hours into
 a sweep.
+
+The data a run read is part of its identity through `data_identity`: the data root's folder name,
+its file count and total size, and a fingerprint over every file's relative name and size. Records
+and boards are shared, so they never hold the user's absolute path; and the same data set copied
+to another machine or folder gives the same run ids.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +32,52 @@ from gapbench.sparse.selection import format_dense_layers, parse_dense_layers
 from gapbench.task import Profile, Task
 
 
+def _data_files(root: Path) -> list[tuple[str, int]]:
+    """(relative name, size) of every non-hidden file under root, links followed, sorted."""
+    if root.is_file():
+        return [(root.name, root.stat().st_size)]
+    files = []
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names:
+            if name.startswith("."):
+                continue
+            path = Path(folder) / name
+            try:
+                size = path.stat().st_size
+            except OSError:  # a dangling link: not data the run can read
+                continue
+            files.append((path.relative_to(root).as_posix(), size))
+    return sorted(files)
+
+
+@lru_cache(maxsize=16)
+def _fingerprint(resolved: str) -> dict[str, object]:
+    files = _data_files(Path(resolved))
+    digest = hashlib.sha256()
+    for name, size in files:
+        digest.update(f"{name}\0{size}\n".encode())
+    return {
+        "name": Path(resolved).name,
+        "files": len(files),
+        "bytes": sum(size for _, size in files),
+        "fingerprint": digest.hexdigest()[:16],
+    }
+
+
+def data_identity(data_root: str | Path) -> dict[str, object]:
+    """What identifies the data under `data_root` without naming where it lives: its folder
+    name, file count, total bytes and a hash over relative file names and sizes.
+
+    Only names and sizes are read (one stat per file; seconds even for ImageNet's 1.3M files,
+    once per process), never contents: a file edited in place at the same size is not noticed."""
+    return dict(_fingerprint(str(Path(data_root).resolve())))
+
+
 @dataclass(frozen=True)
 class RunSpec:
-    """One resolved run. Everything but `data_root` (a location) is part of its identity."""
+    """One resolved run. Everything but `data_root` (a location) is part of its identity; the
+    data there enters the identity as `data_identity(data_root)`."""
 
     task: str
     profile: str
@@ -53,7 +104,7 @@ class RunSpec:
         d = asdict(self)
         d.pop("data_root")
         d.pop("match_target_flops")
-        d["data"] = self.data_root and str(Path(self.data_root).resolve())
+        d["data"] = data_identity(self.data_root) if self.data_root else None
         d["schema"] = SCHEMA_VERSION
         return d
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gapbench.errors import UserError
-from gapbench.runner import ExecOptions
+from gapbench.runner import OUTCOMES, ExecOptions, outcome_kind
 from gapbench.runspec import RunSpec
 
 LAUNCHERS = ("none", "local", "slurm")
@@ -79,7 +79,8 @@ def run_sweep(
     log=print,
     plugins: list[str] | None = None,
 ) -> dict[str, int]:
-    """Submit every spec as a job, at most `jobs` at once; returns counts by outcome."""
+    """Submit every spec as a job, at most `jobs` at once; returns counts by outcome (trained,
+    reused, skipped: another sweep holds it, failed)."""
     slurm = slurm or SlurmOptions()
     folder = Path(options.out) / "logs"
     executor = _executor(launcher, folder, slurm)
@@ -89,7 +90,7 @@ def run_sweep(
     pending = list(enumerate(specs, 1))
     running: dict[Any, tuple[int, RunSpec, int | None]] = {}
     free_gpus = list(gpus)
-    counts = {"done": 0, "failed": 0}
+    counts = dict.fromkeys(OUTCOMES, 0)
     while pending or running:
         while pending and len(running) < jobs:
             index, spec = pending.pop(0)
@@ -107,8 +108,9 @@ def run_sweep(
             if gpu is not None:
                 free_gpus.append(gpu)
             try:
-                log(f"[{index}/{len(specs)}] {spec.label()}: {job.result()}")
-                counts["done"] += 1
+                outcome = job.result()
+                log(f"[{index}/{len(specs)}] {spec.label()}: {outcome}")
+                counts[outcome_kind(outcome)] += 1
             except Exception as exc:  # a failed job is reported; the sweep goes on
                 first = (
                     str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__

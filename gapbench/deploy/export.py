@@ -9,6 +9,7 @@ weights when trained with `--save-weights` (off by default: sweeps need no weigh
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,13 @@ def weights_path(out: Path, run_id: str) -> Path:
     return Path(out) / "weights" / f"{run_id}.pt"
 
 
+RUN_ID = re.compile(r"[0-9a-f]{12}")  # records.run_id: 12 hex digits, the end of a record's name
+
+
 def load_run(out: Path, run_id: str) -> tuple[RunRecord, dict[str, Any]]:
-    record = find_record(out, run_id)
+    """A run's record and kept weights; one-line errors when either is missing."""
+    # Not a run id (a glob such as '*', a path): it must not match some other run's record.
+    record = find_record(out, run_id) if RUN_ID.fullmatch(run_id) else None
     if record is None:
         raise UserError(
             f"no record {run_id} under {Path(out) / 'records'}; check --out and the run id"
@@ -61,14 +67,37 @@ def metadata(record: RunRecord) -> dict[str, Any]:
     return meta
 
 
+def check_target(to: Path) -> None:
+    """--to names a file to write: not a folder, not under a file."""
+    if to.is_dir():
+        raise UserError(f"--to {to} is a folder; pass a file name, e.g. --to {to / 'model.pt'}")
+    for parent in to.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"--to {to}: {parent} is a file, not a folder")
+            break
+
+
 def export_run(out: Path, run_id: str, fmt: str, to: Path) -> Path:
-    record, state = load_run(out, run_id)
-    meta = metadata(record)
-    if fmt == "pt":
-        atomic_torch_save({**state, "metadata": meta}, Path(to))
-        return Path(to)
-    if fmt != "safetensors":
+    """Write the run's weights, masks and metadata to `to` (atomically); returns `to`."""
+    if fmt not in ("pt", "safetensors"):
         raise UserError(f"--format {fmt!r}: choose pt or safetensors")
+    to = Path(to)
+    check_target(to)
+    record, state = load_run(out, run_id)
+    try:
+        _write(state, metadata(record), fmt, to)
+    except OSError as exc:
+        raise UserError(
+            f"cannot write {to} ({exc.strerror or exc}); choose a writable --to"
+        ) from None
+    return to
+
+
+def _write(state: dict[str, Any], meta: dict[str, Any], fmt: str, to: Path) -> None:
+    if fmt == "pt":
+        atomic_torch_save({**state, "metadata": meta}, to)
+        return
     try:
         from safetensors.torch import save
     except ImportError as exc:
@@ -77,5 +106,4 @@ def export_run(out: Path, run_id: str, fmt: str, to: Path) -> Path:
     tensors.update(
         {f"masks/{k}": v.to(torch.uint8).contiguous() for k, v in state["masks"].items()}
     )
-    atomic_write_bytes(save(tensors, metadata={"gapbench": json.dumps(meta)}), Path(to))
-    return Path(to)
+    atomic_write_bytes(save(tensors, metadata={"gapbench": json.dumps(meta)}), to)

@@ -132,17 +132,41 @@ def _time_pair(dense, sparse, repeats: int) -> tuple[float, float]:
     return statistics.median(times["dense"]), statistics.median(times["sparse"])
 
 
+def data_root_for(record_data: Any, run_id: str, given: Path | None) -> Path | None:
+    """Where the run's data is. Records hold what identifies the data, not its path (they are
+    shared), so a run on real data needs `--data-root`; records of older versions held a path."""
+    if given is not None:
+        if not given.exists():
+            raise UserError(f"--data-root {given} does not exist; point it at the run's data")
+        return given
+    if record_data is None:
+        return None  # embedded data: regenerated from the cache
+    if isinstance(record_data, str) and Path(record_data).exists():
+        return Path(record_data)
+    name = record_data.get("name") if isinstance(record_data, dict) else record_data
+    raise UserError(f"run {run_id} trained on data {name!r}; pass --data-root pointing at it")
+
+
 def measure(
-    out: Path, run_id: str, device: torch.device, batch: int = 64, repeats: int = 20
+    out: Path,
+    run_id: str,
+    device: torch.device,
+    batch: int = 64,
+    repeats: int = 20,
+    data_root: Path | None = None,
 ) -> dict[str, Any]:
+    """Dense against sparse-kernel latency (batch 1) and throughput (`batch`) of a kept run."""
+    for name, value in (("batch", batch), ("repeats", repeats)):
+        if value < 1:
+            raise UserError(f"speed: {name} must be at least 1, got {value}")
     record, state = load_run(out, run_id)
     task = get_task_class(record.task)()
     profile = task.profile(record.profile)
-    root = record.identity.get("data")
+    root = data_root_for(record.identity.get("data"), run_id, data_root)
     from gapbench.runner import default_cache_dir
 
     request = BuildRequest(
-        Path(root) if root else None,
+        root,
         default_cache_dir(record.task),
         record.seed,
         device,

@@ -7,6 +7,7 @@ train_test_split/shuffled_{train,val,test}_file_list.json entries "shape_data/<s
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +18,23 @@ from gapbench.errors import UserError
 from tasks.partseg.categories import CATEGORIES, CATEGORY_INDEX, SYNSET_TO_NAME, part_range
 
 
+def _read_text(path: Path) -> str:
+    """A UTF-8 text file's content; unreadable or non-UTF-8 is a one-line error naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror}); check its permissions") from None
+
+
 def read_categories(root: Path) -> dict[str, str]:
     """synset -> category name for the categories this data root provides (may be a subset)."""
     path = root / "synsetoffset2category.txt"
     if not path.is_file():
         raise UserError(f"{path} is missing; --data-root must be the ShapeNet-part normal folder")
     out: dict[str, str] = {}
-    for line in path.read_text().splitlines():
+    for line in _read_text(path).splitlines():
         if not line.strip():
             continue
         parts = line.split()
@@ -41,12 +52,17 @@ def read_split(root: Path, split: str, synsets: dict[str, str]) -> list[tuple[Pa
     if not path.is_file():
         raise UserError(f"{path} is missing; add the train_test_split folder to --data-root")
     try:
-        entries = json.loads(path.read_text())
+        entries = json.loads(_read_text(path))
     except json.JSONDecodeError as e:
         raise UserError(f"{path} is not valid JSON ({e.msg}); re-create the split file") from None
+    if not isinstance(entries, list):
+        raise UserError(
+            f"{path} holds a JSON {type(entries).__name__}; expected a list of "
+            "'shape_data/<synset>/<id>' strings"
+        )
     items = []
     for entry in entries:
-        bits = str(entry).split("/")
+        bits = entry.split("/") if isinstance(entry, str) else []
         if len(bits) != 3:
             raise UserError(f"{path}: entry {entry!r} is not 'shape_data/<synset>/<id>'")
         _, syn, sid = bits
@@ -64,11 +80,22 @@ def load_shape(path: Path, category: str) -> np.ndarray:
     if not path.is_file():
         raise UserError(f"{path} is listed in the split files but missing; restore it")
     try:
-        data = np.loadtxt(path, dtype=np.float32, ndmin=2)
-    except ValueError:
+        with warnings.catch_warnings():  # an empty file: numpy warns, the check below says it
+            warnings.simplefilter("ignore", UserWarning)
+            data = np.loadtxt(path, dtype=np.float32, ndmin=2)
+    except (ValueError, UnicodeDecodeError):
         raise UserError(f"{path}: rows must be 7 numbers 'x y z nx ny nz part'") from None
-    if data.shape[1] != 7 or data.shape[0] == 0:
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror}); check its permissions") from None
+    if data.shape[0] == 0:
+        raise UserError(f"{path}: no points; rows must be 7 numbers 'x y z nx ny nz part'")
+    if data.shape[1] != 7:
         raise UserError(f"{path}: expected 7 columns 'x y z nx ny nz part', got {data.shape[1]}")
+    if not np.isfinite(data).all():
+        row = int(np.nonzero(~np.isfinite(data).all(axis=1))[0][0]) + 1
+        raise UserError(f"{path}:{row}: not a finite number (nan or inf); fix or drop the row")
+    if (data[:, 6] != np.round(data[:, 6])).any():
+        raise UserError(f"{path}: part labels (column 7) must be whole numbers")
     labels = data[:, 6].astype(np.int64)
     ok = part_range(category)
     bad = (labels < ok.start) | (labels >= ok.stop)

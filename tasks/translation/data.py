@@ -1,4 +1,5 @@
-"""Reading parallel text (train/valid/test .src/.tgt) with one clear error per kind of bad input.
+"""Reading parallel text (train/valid/test .<src>/.<tgt>, e.g. .en/.de) with one clear error per
+kind of bad input.
 
 Two on-disk forms are accepted: raw text (subwords are learnt by sentencepiece) and the
 Moses-tokenised, BPE'd form with '@@ ' joiners (as produced by fairseq's WMT14 preparation), whose
@@ -24,13 +25,15 @@ class ParallelSplit:
     tgt: list[str]
 
 
-def read_lines(path: Path) -> list[str]:
-    """Read a UTF-8 text file; non-UTF-8 bytes and empty files are user errors naming the line."""
+def read_lines(path: Path, expected: str = "train/valid/test files") -> list[str]:
+    """Read a UTF-8 text file; non-UTF-8 bytes and empty files are user errors naming the line.
+    `expected` says what the data root must hold, for the missing-file message."""
     if not path.is_file():
-        raise UserError(
-            f"{path}: missing file; the data root needs train/valid/test .src/.tgt files"
-        )
-    raw = path.read_bytes()
+        raise UserError(f"{path}: missing file; the data root needs {expected}")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror}); check its permissions") from None
     lines = raw.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
@@ -52,7 +55,8 @@ def read_parallel(root: Path, split: str, src_lang: str, tgt_lang: str) -> Paral
     """Read one split; both sides must have the same number of lines and no empty sentences."""
     src_path = root / f"{split}.{src_lang}"
     tgt_path = root / f"{split}.{tgt_lang}"
-    src, tgt = read_lines(src_path), read_lines(tgt_path)
+    expected = f"{', '.join(f'{s}.{src_lang}/.{tgt_lang}' for s in SPLITS)} files"
+    src, tgt = read_lines(src_path, expected), read_lines(tgt_path, expected)
     if len(src) != len(tgt):
         raise UserError(
             f"{tgt_path}:{min(len(src), len(tgt)) + 1}: line count {len(tgt)} differs from "
