@@ -10,7 +10,7 @@ from helpers import cli
 from scipy import stats
 
 from gapbench.report.leaderboard import t_interval, write_leaderboard
-from gapbench.report.records import SCHEMA_VERSION, RunRecord, write_record
+from gapbench.report.records import SCHEMA_VERSION, RunRecord, run_id, write_record
 
 
 def fake(
@@ -22,13 +22,19 @@ def fake(
     profile="tiny",
     mode="epochs",
     epochs=20,
+    match_epochs=None,
 ):
     dist = "dense" if method == "dense" else "uniform"
+    sparsity = 0.0 if method == "dense" else sparsity
+    identity = {
+        "task": task, "profile": profile, "method": method, "params": {}, "sparsity": sparsity,
+        "distribution": dist, "seed": seed, "epochs": epochs, "budget_mode": mode,
+        "pattern": "unstructured", "match_ref": "gap" if mode == "flops" else "", "match_epochs": match_epochs or epochs,
+    }
     return RunRecord(
-        schema=SCHEMA_VERSION, run_id=f"{method}{seed}{sparsity}{mode}{profile}", status="complete",
-        identity={"pattern": "unstructured", "match_ref": "gap" if mode == "flops" else "", "match_epochs": epochs},
+        schema=SCHEMA_VERSION, run_id=run_id(identity), status="complete", identity=identity,
         task=task, profile=profile, dataset="test data", method=method, params={},
-        sparsity=0.0 if method == "dense" else sparsity, distribution=dist, seed=seed, epochs=epochs,
+        sparsity=sparsity, distribution=dist, seed=seed, epochs=epochs,
         budget_mode=mode, multiplier=1.0, metric="top1", metrics={"top1": value}, val_metrics={"top1": value},
         measured_sparsity=sparsity, prunable_params=100, alive_prunable_params=10, conv_linear_density=0.1,
         params_total=120, params_alive=30, policy={}, per_layer={}, budget={"trainer_epochs": epochs},
@@ -120,8 +126,7 @@ def test_plots_people_expect_are_written(tmp_path):
 
 def test_flops_matched_runs_form_their_own_section_keyed_by_the_reference_budget(tmp_path):
     runs = [fake("gap", s, 90.0, mode="flops", epochs=20) for s in range(2)]
-    runs += [fake("magnitude", s, 89.0, mode="flops", epochs=17) for s in range(2)]
-    runs[2].identity["match_epochs"] = runs[3].identity["match_epochs"] = 20
+    runs += [fake("magnitude", s, 89.0, mode="flops", epochs=17, match_epochs=20) for s in range(2)]
     runs += [fake("magnitude", s, 91.0) for s in range(2)]
     _write(tmp_path, runs)
     md = write_leaderboard(tmp_path) is not None and (tmp_path / "leaderboard.md").read_text()

@@ -34,8 +34,9 @@ MARKERS = {"uniform": "o", "erk": "s", "global": "^", "dense": "_"}
 PATTERN_MARKER = "D"  # N:M and block runs: a fixed sparsity, never joined to a curve
 
 
-def _series(method: str, dist: str, pattern: str) -> str:
-    return f"{method} ({dist})" if pattern == "unstructured" else f"{method} ({pattern})"
+def _series(method: str, dist: str, pattern: str, variant: str = "") -> str:
+    name = f"{method} ({dist})" if pattern == "unstructured" else f"{method} ({pattern})"
+    return f"{name} [{variant}]" if variant else name
 
 
 def _marker(dist: str, pattern: str) -> str:
@@ -63,19 +64,30 @@ def _error(row: pd.Series) -> float:
     return 0.0 if math.isnan(row["ci95_high"]) else row["ci95_high"] - row["mean"]
 
 
+SERIES = ["method", "distribution", "pattern", "variant"]
+
+
+def _scored(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows with a mean: a row of diverged runs only has nothing to draw."""
+    return table[table["mean"].notna()] if not table.empty else table
+
+
 def plot_sparsity(table: pd.DataFrame, out: Path) -> list[Path]:
     plt, paths = _plt(), []
-    for (task, profile, mode, mult, epochs), g in table.groupby(
-        ["task", "profile", "budget_mode", "multiplier", "epochs"], sort=True
+    for (task, profile, mode, mult, epochs, _ref), g in _scored(table).groupby(
+        ["task", "profile", "budget_mode", "multiplier", "epochs", "match_ref"], sort=True
     ):
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        for (method, dist, pattern), m in g.groupby(
-            ["method", "distribution", "pattern"], sort=True
-        ):
+        for (method, dist, pattern, variant), m in g.groupby(SERIES, sort=True):
             color = STYLE.get(method)
             if method == "dense":
                 r = m.iloc[0]
-                ax.axhline(r["mean"], color="k", linestyle="--", label="dense")
+                ax.axhline(
+                    r["mean"],
+                    color="k",
+                    linestyle="--",
+                    label="dense" + (f" [{variant}]" if variant else ""),
+                )
                 if not math.isnan(r["ci95_low"]):
                     ax.axhspan(r["ci95_low"], r["ci95_high"], color="k", alpha=0.08)
                 continue
@@ -88,7 +100,7 @@ def plot_sparsity(table: pd.DataFrame, out: Path) -> list[Path]:
                 color=color,
                 capsize=3,
                 linestyle="-" if pattern == "unstructured" else "none",
-                label=_series(method, dist, pattern),
+                label=_series(method, dist, pattern, variant),
             )
         ax.set_xlabel("sparsity")
         ax.set_ylabel(f"{g['metric'].iloc[0]} (mean, 95% CI)")
@@ -108,13 +120,11 @@ def plot_sparsity(table: pd.DataFrame, out: Path) -> list[Path]:
 
 def plot_flops(table: pd.DataFrame, out: Path) -> list[Path]:
     plt, paths = _plt(), []
-    for (task, profile), g in table.groupby(["task", "profile"], sort=True):
+    for (task, profile), g in _scored(table).groupby(["task", "profile"], sort=True):
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        # One series per method, distribution and pattern: its points are the sparsities and
-        # budgets it ran at, placed by the training FLOPs they cost (not joined: mixed budgets).
-        for (method, dist, pattern), m in g.groupby(
-            ["method", "distribution", "pattern"], sort=True
-        ):
+        # One series per method, distribution, pattern and variant: its points are the sparsities
+        # and budgets it ran at, placed by the training FLOPs they cost (not joined: mixed budgets).
+        for (method, dist, pattern, variant), m in g.groupby(SERIES, sort=True):
             m = m.sort_values("train_flops_vs_dense")
             ax.errorbar(
                 m["train_flops_vs_dense"],
@@ -124,7 +134,7 @@ def plot_flops(table: pd.DataFrame, out: Path) -> list[Path]:
                 color=STYLE.get(method),
                 capsize=3,
                 linestyle="none",
-                label=_series(method, dist, pattern),
+                label=_series(method, dist, pattern, variant),
             )
         ax.set_xscale("log")
         ax.set_xlabel("training FLOPs / dense training over the budget")

@@ -1,14 +1,17 @@
 """Run records: one JSON file per run, written atomically, named by the hash of the resolved run.
 
 A record is built from values (the resolved RunSpec identity and the Trainer's RunResult); the
-leaderboard and plots read records only. `load_records` skips a broken or incomplete file with a
-warning that names it, so one bad file never takes a board down.
+leaderboard and plots read records only. Records are strict JSON (no NaN tokens). `load_records`
+validates every file against the schema below as it reads it and skips an invalid one with one
+warning naming the file and the field, so one bad file never takes a board down; a run id found
+in two files is counted once, with a warning.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 import subprocess
 import sys
@@ -20,6 +23,14 @@ from gapbench.report.atomic import atomic_write_text
 
 SCHEMA_VERSION = 2
 RECORDS_DIR = "records"
+# complete: trained to the end and scored; stopped_early: a --max-steps smoke run (never on a
+# board); diverged: the training loss went non-finite, the run was stopped (counted on the board,
+# never averaged); no_metric: trained, but the evaluator gave no metric (status_reason says why).
+STATUSES = ("complete", "stopped_early", "diverged", "no_metric")
+
+
+class RecordError(ValueError):
+    """A record that does not match the schema; the message names the field."""
 
 
 def run_id(identity: dict[str, Any]) -> str:
@@ -96,19 +107,19 @@ class RunRecord:
     versions: dict[str, str]
     git_commit: str | None
     task_extra: dict[str, Any]
+    status_reason: str = ""  # why a run is diverged / no_metric (empty when complete)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1, sort_keys=False, default=float) + "\n"
+        """Strict JSON: a non-finite float is written as null, never as a bare NaN token."""
+        data = _finite_or_null(asdict(self))
+        return json.dumps(data, indent=1, sort_keys=False, default=float, allow_nan=False) + "\n"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        """Validate `data` against the schema (RecordError names the field) and build the record."""
+        validate_record(data)
         names = [f.name for f in fields(cls)]
-        missing = [n for n in names if n not in data]
-        if missing:
-            raise ValueError(f"missing fields {', '.join(missing[:5])}")
-        if data["schema"] != SCHEMA_VERSION:
-            raise ValueError(f"schema {data['schema']} (this gapbench reads {SCHEMA_VERSION})")
-        return cls(**{n: data[n] for n in names})
+        return cls(**{n: data[n] for n in names if n in data})
 
     @property
     def file_name(self) -> str:
@@ -116,6 +127,125 @@ class RunRecord:
             f"{self.task}-{self.method}-s{self.sparsity}-{self.distribution}-"
             f"seed{self.seed}-{self.run_id}.json"
         )
+
+
+_NUMBER = (int, float)
+# Field -> accepted JSON types. Order is the dataclass's; `status_reason` may be absent (older
+# schema-2 records were written before it existed).
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "schema": (int,),
+    "run_id": (str,),
+    "status": (str,),
+    "identity": (dict,),
+    "task": (str,),
+    "profile": (str,),
+    "dataset": (str,),
+    "method": (str,),
+    "params": (dict,),
+    "sparsity": _NUMBER,
+    "distribution": (str,),
+    "seed": (int,),
+    "epochs": (int,),
+    "budget_mode": (str,),
+    "multiplier": _NUMBER,
+    "metric": (str,),
+    "metrics": (dict,),
+    "val_metrics": (dict,),
+    "measured_sparsity": _NUMBER,
+    "prunable_params": (int,),
+    "alive_prunable_params": (int,),
+    "conv_linear_density": _NUMBER,
+    "params_total": (int,),
+    "params_alive": (int,),
+    "policy": (dict,),
+    "per_layer": (dict,),
+    "budget": (dict,),
+    "plan": (dict,),
+    "flops": (dict,),
+    "method_log": (dict,),
+    "history": (list,),
+    "wall_time_s": _NUMBER,
+    "device": (str,),
+    "versions": (dict,),
+    "git_commit": (str, type(None)),
+    "task_extra": (dict,),
+    "status_reason": (str,),
+}
+OPTIONAL_FIELDS = ("status_reason",)
+# FLOPs the leaderboard divides by: a scored record must carry them as finite numbers.
+REQUIRED_FLOPS = ("train", "dense_train_budget", "inference", "dense_inference")
+# Identity fields the record repeats at top level: both copies must agree.
+IDENTITY_ECHO = ("task", "profile", "method", "sparsity", "distribution", "seed", "epochs")
+
+
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_null(v) for v in value]
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_type(name: str, value: Any, types: tuple[type, ...]) -> None:
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    if not ok:
+        wanted = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+        raise RecordError(f"field {name!r} is {type(value).__name__}, expected {wanted}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RecordError(f"field {name!r} is not finite ({value})")
+
+
+def _check_finite_numbers(name: str, values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        if not _is_number(value) or not math.isfinite(value):
+            raise RecordError(f"field '{name}.{key}' is {value!r}, expected a finite number")
+
+
+def validate_record(data: Any) -> None:
+    """Raise RecordError naming the first field of `data` that breaks the record schema."""
+    if not isinstance(data, dict):
+        raise RecordError(f"a record is a JSON object, got {type(data).__name__}")
+    for name, types in FIELD_TYPES.items():
+        if name not in data:
+            if name in OPTIONAL_FIELDS:
+                continue
+            raise RecordError(f"field {name!r} is missing")
+        _check_type(name, data[name], types)
+    if data["schema"] != SCHEMA_VERSION:
+        raise RecordError(
+            f"field 'schema' is {data['schema']} (this gapbench reads {SCHEMA_VERSION})"
+        )
+    if data["status"] not in STATUSES:
+        raise RecordError(f"field 'status' is {data['status']!r}, expected one of {STATUSES}")
+    if data["run_id"] != run_id(data["identity"]):
+        raise RecordError("field 'run_id' is not the hash of field 'identity' (edited record?)")
+    for name in IDENTITY_ECHO:
+        if name in data["identity"] and data["identity"][name] != data[name]:
+            raise RecordError(f"field {name!r} disagrees with 'identity.{name}'")
+    if not 0.0 <= data["sparsity"] < 1.0:
+        raise RecordError(f"field 'sparsity' is {data['sparsity']}, expected a value in [0, 1)")
+    if data["status"] != "complete":
+        return
+    if data["metric"] not in data["metrics"]:
+        raise RecordError(f"field 'metrics.{data['metric']}' (the primary metric) is missing")
+    _check_finite_numbers("metrics", data["metrics"])
+    _check_finite_numbers("val_metrics", data["val_metrics"])
+    _check_finite_numbers("flops", {k: data["flops"].get(k) for k in REQUIRED_FLOPS})
+
+
+def _reject_constant(token: str) -> None:
+    raise RecordError(f"not strict JSON: bare {token} token")
+
+
+def parse_record(text: str) -> RunRecord:
+    """A record from its JSON text; RecordError (or JSONDecodeError) says what is wrong."""
+    return RunRecord.from_dict(json.loads(text, parse_constant=_reject_constant))
 
 
 def records_dir(out: Path) -> Path:
