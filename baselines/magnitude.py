@@ -43,6 +43,7 @@ class GradualMagnitude(Method):
     Params = GMPParams
     params: GMPParams
     gradual = True
+    global_split_from_training = True  # `global` re-ranks the trained weights at every prune
 
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
@@ -159,6 +160,7 @@ class OneShotMagnitude(Method):
     reference = "prune-then-fine-tune (Han et al., 2015), one magnitude prune"
     Params = OneShotParams
     params: OneShotParams
+    global_split_from_training = True  # `global` ranks the weights trained dense
 
     def extra_epochs(self, budget_epochs: int) -> int:
         extra = self.params.dense_epochs

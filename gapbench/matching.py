@@ -1,8 +1,11 @@
 """`--match flops`: give every sparse method of a comparison the epochs at which its training FLOPs
 equal the reference method's at the budget (within 5%, checked), priced from plans before training.
 
-The price of a budget depends on the task, the method, its parameters, the sparsity and the
-distribution, not on the seed: it is computed once per combination (seed 0's masks).
+The price of a budget depends on the task, the method, its parameters, the sparsity, the
+distribution and the pattern, not on the seed: it is computed once per combination (seed 0's
+masks). A method whose per-layer FLOPs cannot be known before training (SNFS; GMP, one-shot and
+GaP under `--distribution global`) is refused with one line, before anything trains; so is any
+other pricing failure. The epoch search is bounded (engine/estimate.py `match_epochs`).
 """
 
 from __future__ import annotations
@@ -14,17 +17,30 @@ from pathlib import Path
 
 import torch
 
-from gapbench.engine.estimate import FlopsEstimator, match_epochs
+from gapbench.engine.estimate import BudgetTooShort, FlopsEstimator, match_epochs
+from gapbench.engine.trainer import seed_everything
 from gapbench.errors import UserError
 from gapbench.registry import get_method_class, get_task_class
 from gapbench.runspec import RunSpec
+from gapbench.sparse.method import Method
 from gapbench.sparse.selection import parse_dense_layers
 from gapbench.task import BuildRequest
 
 TOLERANCE = 0.05
 
 
+def require_priceable(method: str | type[Method], distribution: str) -> None:
+    """Refuse, with one line, a method whose training FLOPs no plan can foresee."""
+    cls = get_method_class(method) if isinstance(method, str) else method
+    if cls.sparse and (reason := cls.flops_unpredictable(distribution)):
+        raise UserError(
+            f"--match flops cannot price {cls.name} under --distribution {distribution}: {reason}; "
+            "compare it at equal epochs (--match epochs)"
+        )
+
+
 def _estimator(spec: RunSpec) -> FlopsEstimator:
+    seed_everything(0)  # the model initialisation of seed 0, as the runner builds it
     task = get_task_class(spec.task)()
     profile = task.profile(spec.profile)
     root = os.environ.get("GAPBENCH_CACHE") or Path.home() / ".cache" / "gapbench"
@@ -36,7 +52,11 @@ def _estimator(spec: RunSpec) -> FlopsEstimator:
         batch_size=spec.batch_size,
     )
     return FlopsEstimator(
-        profile, task.build(profile, request), parse_dense_layers(spec.dense_layers)
+        profile,
+        task.build(profile, request),
+        parse_dense_layers(spec.dense_layers),
+        pattern=spec.pattern,
+        global_batch=spec.batch_size,
     )
 
 
@@ -45,6 +65,8 @@ def match_flops(specs: list[RunSpec], ref: str, log=print) -> list[RunSpec]:
     refs = {(s.sparsity, s.distribution): s for s in specs if s.method == ref}
     if not refs:
         raise UserError(f"--match flops needs the reference --match-ref {ref} among --methods")
+    for spec in specs:
+        require_priceable(spec.method, spec.distribution)
     estimators: dict[tuple, FlopsEstimator] = {}
     out = []
 
@@ -63,13 +85,15 @@ def match_flops(specs: list[RunSpec], ref: str, log=print) -> list[RunSpec]:
             if (s.method, repr(s.params), s.sparsity, s.distribution)
             == (method, params_key, sparsity, distribution)
         )
-        estimator = estimators.get((dense_key,)) or estimators.setdefault(
-            (dense_key,), _estimator(spec)
-        )
+        key = (dense_key, spec.pattern, spec.batch_size)
+        if key not in estimators:
+            estimators[key] = _estimator(spec)
         cls = get_method_class(method)
         try:
-            return estimator.train_flops(lambda: cls(**spec.params), epochs, sparsity, distribution)
-        except UserError:
+            return estimators[key].train_flops(
+                lambda: cls(**spec.params), epochs, sparsity, distribution
+            )
+        except BudgetTooShort:
             return None  # shorter than the method's fixed schedule allows
 
     for spec in specs:
@@ -80,24 +104,29 @@ def match_flops(specs: list[RunSpec], ref: str, log=print) -> list[RunSpec]:
             out.append(spec)
             continue
         reference = refs.get((spec.sparsity, spec.distribution)) or next(iter(refs.values()))
-        target = price(
-            reference.method,
-            repr(reference.params),
-            reference.sparsity,
-            reference.distribution,
-            reference.dense_layers,
-            reference.epochs,
-        )
-        if spec.method == ref:
-            epochs, reached = spec.epochs, target
-        else:
-            epochs, reached = match_epochs(
-                lambda e, s=spec: price(
-                    s.method, repr(s.params), s.sparsity, s.distribution, s.dense_layers, e
-                ),
-                target,
-                spec.epochs,
+        try:
+            target = price(
+                reference.method,
+                repr(reference.params),
+                reference.sparsity,
+                reference.distribution,
+                reference.dense_layers,
+                reference.epochs,
             )
+            if target is None:
+                raise UserError(f"{reference.epochs} epochs are too short for {ref}'s schedule")
+            if spec.method == ref:
+                epochs, reached = spec.epochs, target
+            else:
+                epochs, reached = match_epochs(
+                    lambda e, s=spec: price(
+                        s.method, repr(s.params), s.sparsity, s.distribution, s.dense_layers, e
+                    ),
+                    target,
+                    spec.epochs,
+                )
+        except UserError as exc:  # a pricing failure is one clear line, never a retry
+            raise UserError(f"--match flops: cannot price {spec.method}: {exc}") from exc
         error = abs(reached - target) / target
         if error > TOLERANCE:
             raise UserError(

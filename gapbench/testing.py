@@ -10,8 +10,13 @@ Checked: (1) weights outside the mask and their optimizer state are exactly zero
 counts only shrink, never below the final total), and the final counts are exact: per layer as the
 method's target, in total round((1 - s) * N); (3) the same seed gives identical weights and masks;
 (4) a state_dict round trip through torch.save/torch.load(weights_only=True) in the middle of
-training resumes identically; (5) `expected_densities`, asked before training, foresees every
-epoch's average density as the FLOPs ledger charges it, to 0.01 (what `--match flops` prices).
+training resumes identically; (5) the training FLOPs that `expected_densities`, asked before
+training, foresees (per layer, each weighted by its FLOPs: engine/estimate.py `plan_flops`, what
+`--match flops` prices) equal what the FLOPs ledger charges, to 1% over the run and to 1% of a
+dense epoch in every epoch; a method that trains fixed masks is priced at `counts_at` without
+its setup, so its target must be that (except under global). A method whose per-layer FLOPs no
+plan foresees (`Method.flops_unpredictable`: SNFS; GMP, one-shot, GaP under global) must be
+refused by `--match flops`, and still foresee the total density of every epoch to 0.01.
 """
 
 from __future__ import annotations
@@ -24,12 +29,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from gapbench.engine.estimate import plan_flops, trains_fixed_masks
+from gapbench.engine.flops import FlopsLedger, measure_forward_flops
 from gapbench.engine.loop import StepLoop
 from gapbench.engine.trainer import seed_everything
+from gapbench.errors import UserError
 from gapbench.registry import get_method_class
 from gapbench.sparse.distribution import total_keep
 from gapbench.sparse.masks import MaskSet
-from gapbench.sparse.method import Budget, Context, Method
+from gapbench.sparse.method import Budget, Context, Method, Plan
 from gapbench.sparse.pattern import Pattern
 
 
@@ -44,6 +52,7 @@ class ConformanceReport:
     final_counts: dict[str, int]
     target_counts: dict[str, int]
     checks: list[str] = field(default_factory=list)
+    flops_ratio: float | None = None  # priced / charged training FLOPs (None: not priceable)
 
 
 class SmallNet(nn.Module):
@@ -68,13 +77,18 @@ PRUNABLE = ["conv1.weight", "conv2.weight", "fc1.weight", "fc2.weight"]
 BATCH = 8
 
 
-class _AliveRecorder:
-    """Stands in for the FLOPs ledger: the alive weights at every step it would charge."""
+class _RecordingLedger(FlopsLedger):
+    """The FLOPs ledger, also recording every step's charge and alive weights."""
 
-    def __init__(self, masks: MaskSet):
-        self.masks, self.alive = masks, []
+    def __init__(self, per_sample: dict[str, float], masks: MaskSet):
+        super().__init__(per_sample, masks)
+        self.charges: list[float] = []
+        self.alive: list[int] = []
 
     def charge_step(self, samples: float, dense_weight_grad: bool = False) -> None:
+        before = self.train_flops
+        super().charge_step(samples, dense_weight_grad)
+        self.charges.append(self.train_flops - before)
         self.alive.append(self.masks.alive())
 
 
@@ -107,8 +121,12 @@ class Harness:
                 self.model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4
             )
         self.masks = MaskSet(self.model, PRUNABLE)
+        example = torch.zeros(1, 4, 8, 8)
+        flops, _ = measure_forward_flops(self.model, lambda: self.model(example))
+        self.per_sample = {k: float(v) for k, v in flops.items()}
         self.method: Method = method_cls(**params)
         self.seed, self.steps_per_epoch = seed, steps_per_epoch
+        self.flops_ratio: float | None = None  # set by check (5)
         comparison = Budget(epochs, steps_per_epoch, BATCH)
         self.plan = self.method.plan(comparison)
         self.epochs = self.plan.epochs
@@ -123,11 +141,12 @@ class Harness:
             seed=seed,
             forward_order=PRUNABLE,
             recalibrate_bn=self._recalibrate,
-            probe_loss=lambda: _loss(self.model, self._batch(20_000)),
+            probe_loss=self._probe_loss,
             pattern=Pattern.parse(pattern),
             probe_ones=lambda: self.model(
                 torch.ones(1, 4, 8, 8, dtype=next(self.model.parameters()).dtype)
             ),
+            **{k: True for k in ("probe_temperature",) if k in Context.__dataclass_fields__},
         )
         self.method.setup(ctx)
         self.expected = (
@@ -135,7 +154,7 @@ class Harness:
             if self.method.sparse
             else []
         )
-        self.recorder = _AliveRecorder(self.masks)
+        self.recorder = _RecordingLedger(self.per_sample, self.masks)
         self.loop = StepLoop(
             self.model,
             self.opt,
@@ -147,8 +166,27 @@ class Harness:
             lr_kind="cosine",
             warmup=2,
             grad_clip=5.0,
-            ledger=self.recorder,  # type: ignore[arg-type]
+            ledger=self.recorder,
         )
+
+    def _probe_loss(
+        self,
+        model: nn.Module | None = None,
+        part: tuple[int, int] | None = None,
+        temperature: float | None = None,
+        samples_per_class: int = 0,
+    ) -> torch.Tensor:
+        """The Trainer's probe on one fixed batch: a slice `part=(i, k)`, logits / temperature."""
+        if samples_per_class:
+            raise UserError("the conformance harness gives no class-balanced probe batch")
+        model = self.model if model is None else model
+        x, y = self._batch(20_000)
+        if part is not None:
+            i, k = part
+            lo, hi = i * BATCH // k, (i + 1) * BATCH // k
+            x, y = x[lo:hi], y[lo:hi]
+        model.train()
+        return nn.functional.cross_entropy(model(x) / (temperature or 1.0), y)
 
     def _batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         gen = torch.Generator().manual_seed(self.seed * 7919 + index)
@@ -323,8 +361,8 @@ def check_method(
         "exact final counts",
     ]
     if cls.sparse:
-        _check_expected_densities(run, cls.name)
-        report.checks.append("expected_densities foresees the densities the ledger charges")
+        report.checks.append(_check_flops_pricing(run, cls, distribution))
+        report.flops_ratio = run.flops_ratio
 
     again = make()
     again.train_epochs(0, again.epochs)
@@ -345,10 +383,11 @@ def check_method(
     return report
 
 
-def _check_expected_densities(run: Harness, name: str) -> None:
-    spe, names = run.steps_per_epoch, run.masks.names
+def _check_flops_pricing(run: Harness, cls: type[Method], distribution: str) -> str:
+    """Check (5); returns what was checked."""
+    name, spe, names = cls.name, run.steps_per_epoch, run.masks.names
     total = sum(run.masks.numel(n) for n in names)
-    for epoch, densities in enumerate(run.expected):
+    for epoch, densities in enumerate(run.expected):  # the total, which every method foresees
         foreseen = sum(densities[n] * run.masks.numel(n) for n in names) / total
         steps = run.recorder.alive[epoch * spe : (epoch + 1) * spe]
         measured = sum(steps) / max(1, len(steps)) / total
@@ -356,6 +395,48 @@ def _check_expected_densities(run: Harness, name: str) -> None:
             raise ConformanceError(
                 f"{name}: expected_densities foresees density {foreseen:.3f} in epoch {epoch}, the run had {measured:.3f} (--match flops would misprice it)"
             )
+    if reason := cls.flops_unpredictable(distribution):
+        from gapbench.matching import require_priceable
+
+        try:
+            require_priceable(cls, distribution)
+        except UserError:
+            run.flops_ratio = None
+            return f"per-layer FLOPs not foreseeable ({reason}): --match flops refuses it"
+        raise ConformanceError(f"{name}: --match flops does not refuse it, yet {reason}")
+    if trains_fixed_masks(cls) and distribution != "global":
+        priced = run.method.counts_at(run.method.ctx.sparsity)
+        if priced != run.method.target_counts:
+            raise ConformanceError(
+                f"{name}: trains fixed masks, so --match flops prices it at counts_at(sparsity) "
+                f"{priced}, but its target is {run.method.target_counts}"
+            )
+    predicted = [
+        plan_flops(run.per_sample, [densities], _shifted(run.plan, epoch * spe), spe, BATCH)
+        for epoch, densities in enumerate(run.expected)
+    ]
+    charged = [sum(run.recorder.charges[e * spe : (e + 1) * spe]) for e in range(run.epochs)]
+    dense_epoch = 3 * sum(run.per_sample.values()) * BATCH * spe
+    for epoch, (p, c) in enumerate(zip(predicted, charged)):
+        if abs(p - c) > 0.01 * dense_epoch:
+            raise ConformanceError(
+                f"{name}: expected_densities prices epoch {epoch} at {p / dense_epoch:.3f} of a "
+                f"dense epoch's FLOPs, the ledger charged {c / dense_epoch:.3f} (per layer, "
+                "weighted by FLOPs: --match flops would misprice it)"
+            )
+    ratio = sum(predicted) / sum(charged)
+    if abs(ratio - 1) > 0.01:
+        raise ConformanceError(
+            f"{name}: expected_densities prices the run at {ratio:.4f}x the FLOPs the ledger "
+            "charged (per layer, weighted by FLOPs: --match flops would misprice it)"
+        )
+    run.flops_ratio = ratio
+    return f"expected_densities prices the FLOPs the ledger charges ({ratio:.4f}x)"
+
+
+def _shifted(plan: Plan, offset: int) -> Plan:
+    """`plan` seen from step `offset` (one epoch priced on its own)."""
+    return Plan(plan.epochs, dense_grad=lambda step: plan.dense_grad(step + offset))
 
 
 def _assert_same(a: Harness, b: Harness, name: str, what: str) -> None:

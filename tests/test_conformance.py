@@ -52,6 +52,32 @@ def test_built_in_methods_conform(name, params, distribution):
     report = check_method(name, params, distribution=distribution)
     assert report.final_counts == report.target_counts or name == "dense"
     assert len(report.checks) == (5 if get_method_class(name).sparse else 4)
+    _assert_priced(name, distribution, report)
+
+
+# Methods whose per-layer FLOPs no plan can foresee: --match flops refuses them.
+UNPREDICTABLE = {("snfs", d) for d in ("uniform", "erk")} | {
+    (name, "global") for name in ("magnitude", "oneshot", "gap")
+}
+
+
+def _assert_priced(name, distribution, report):
+    """Check (5) priced the run's FLOPs to 1%, or asserted that --match flops refuses it."""
+    if not get_method_class(name).sparse:
+        return
+    if (name, distribution) in UNPREDICTABLE:
+        assert report.flops_ratio is None and "refuses it" in report.checks[2]
+    else:
+        assert abs(report.flops_ratio - 1) <= 0.01, report.checks[2]
+
+
+def test_the_refused_methods_are_those_whose_layer_counts_move_unforeseen():
+    refused = {
+        (name, d)
+        for name, _, d in CASES
+        if get_method_class(name).sparse and get_method_class(name).flops_unpredictable(d)
+    }
+    assert refused == UNPREDICTABLE
 
 
 def test_global_is_in_the_matrix_for_every_method_that_prunes_trained_weights():
@@ -163,10 +189,61 @@ class ForgetsItsState(Method):
             self.prune_to(n, self.target_counts[n], score=score)
 
 
+class MispricesLayers(Method):
+    """Static ERK masks, but foresees every layer at the overall density: the total alive weights
+    are right, the FLOPs are not (convolutions cost more per weight than linear layers)."""
+
+    name = "misprices_layers"
+
+    def setup(self, ctx):
+        super().setup(ctx)
+        self.draw_random_masks()
+
+    def expected_densities(self, epoch):
+        density = sum(self.target_counts.values()) / self.masks.total()
+        return dict.fromkeys(self.masks.names, density)
+
+
+class ClaimsFixedLayers(Method):
+    """Moves weights between layers every epoch without saying so (SNFS without its flags): only
+    the FLOPs check catches it."""
+
+    name = "moves_counts"
+    redistributes = False
+
+    def setup(self, ctx):
+        super().setup(ctx)
+        self.draw_random_masks()
+
+    def on_epoch_end(self, epoch):
+        a, b = self.masks.names[0], self.masks.names[2]
+        self.target_counts[a] += 4
+        self.target_counts[b] -= 4
+        for n in (a, b):
+            self.prune_to(n, self.target_counts[n], score=torch.rand(self.masks.params[n].shape))
+
+
+def test_a_method_priced_right_in_total_but_wrong_per_layer_fails_check_5():
+    with pytest.raises(ConformanceError, match="misprice"):
+        check_method(MispricesLayers, distribution="erk")
+
+
+def test_snfs_is_refused_by_match_flops_with_one_clear_line():
+    from gapbench.matching import require_priceable
+
+    with pytest.raises(
+        UserError, match="cannot price snfs under --distribution uniform: its per-layer counts move"
+    ):
+        require_priceable("snfs", "uniform")
+    require_priceable("gap", "uniform")  # priceable: no error
+    require_priceable("snip", "global")  # its split is fixed at setup: priceable
+
+
 @pytest.mark.parametrize(
     "broken, message",
     [
         (TooDense, "target"),
+        (ClaimsFixedLayers, "misprice"),
         (RevivesPrunedWeights, "pruned weights"),
         (PollutesOptimizerState, "optimizer state"),
         (EditsMasksBehindMaskSet, "stale"),
@@ -196,6 +273,7 @@ PATTERN_CASES = [
 def test_methods_keep_their_masks_inside_the_pattern(name, params, pattern):
     report = check_method(name, params, pattern=pattern)
     assert report.final_counts == report.target_counts
+    _assert_priced(name, "uniform", report)  # FLOPs priced to 1% under nm:2:4 and blocks
 
 
 def test_pattern_mistakes_are_clear_errors():

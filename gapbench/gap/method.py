@@ -90,6 +90,10 @@ class GaP(Method):
     reference = "Ma et al., ICLR 2022 (arXiv 2106.09857); github.com/boone891214/GaP"
     Params = GaPParams
     params: GaPParams
+    global_split_from_training = True  # `global` re-ranks each pruned pool's trained weights
+    # Grown weights restart with zeroed moments: bias-correct them by their own age under Adam,
+    # as a fresh Adam would (the official code restarts Adam: `optimizer_restart=true`).
+    per_entry_adam_age = True
 
     # ---- budget ------------------------------------------------------------------------------
     @property

@@ -63,6 +63,7 @@ class MaskSet:
         }
         self._counts: dict[str, int] = {n: p.numel() for n, p in self.params.items()}
         self.version = 0  # bumped on every mask change; lets callers cache derived numbers
+        self.adam_ages: AdamAges | None = None  # per-entry Adam ages, when the method asks
         self._refresh()
 
     # ---- reading -----------------------------------------------------------------------------
@@ -105,8 +106,18 @@ class MaskSet:
             self.params[name].masked_fill_(~mask, 0.0)
         if optimizer is not None and n_changed:
             clear_optimizer_state(optimizer, self.params[name], changed)
+            if self.adam_ages is not None and self.adam_ages.optimizer is optimizer:
+                self.adam_ages.reset(self.params[name])
         self._refresh()
         return n_changed
+
+    def track_adam_ages(self, optimizer: torch.optim.Optimizer) -> None:
+        """Bias-correct Adam/AdamW per entry from now on (see AdamAges); other optimizers keep
+        no per-tensor step count, so nothing is needed for them."""
+        if type(optimizer) in (torch.optim.Adam, torch.optim.AdamW) and (
+            self.adam_ages is None or self.adam_ages.optimizer is not optimizer
+        ):
+            self.adam_ages = AdamAges(optimizer)
 
     def _refresh(self) -> None:
         self._active = [n for n in self.names if not self.is_dense(n)]
@@ -161,6 +172,68 @@ def clear_optimizer_state(
     for value in state.values():
         if isinstance(value, torch.Tensor) and value.shape == param.shape:
             value.masked_fill_(where, 0)
+
+
+AGE_KEY = "gapbench_age"
+
+
+class AdamAges:
+    """Per-entry Adam step counts, so an entry whose moments were zeroed mid-run (a regrown
+    weight) is bias-corrected as a fresh Adam would, not with the tensor's global step count.
+
+    torch's Adam keeps one `step` per tensor. An entry regrown at step t >= 10k with zeroed
+    moments takes the update lr * (1 - b1) g / sqrt((1 - b2) g^2) = 3.16 lr on its first step,
+    where a fresh Adam takes lr. The age of each entry (steps since its moments started from
+    zero) is kept in the optimizer's state under AGE_KEY (so checkpoints carry it; zero wherever
+    the moments are zero, as for pruned entries), and after every step the update of each young
+    entry is replaced by the one its own age gives. Entries older than HORIZON steps are exact
+    to 1e-7 without correction; a tensor with no young entry drops its ages.
+    """
+
+    HORIZON = 20_000  # b^HORIZON < 1e-7 for b <= 0.999: bias correction is 1 to 1e-7
+
+    def __init__(self, optimizer: torch.optim.Optimizer):
+        self.optimizer = optimizer
+        self._handle = optimizer.register_step_post_hook(self._after_step)
+
+    def reset(self, param: torch.Tensor) -> None:
+        """After `param`'s entries were zeroed: their age restarts (zero moments, age zero);
+        every other entry with moments is as old as the tensor's step count."""
+        state = self.optimizer.state.get(param)
+        if not state or "step" not in state:
+            return  # no step taken yet: every entry is fresh anyway
+        started = (state["exp_avg"] != 0) | (state["exp_avg_sq"] != 0)
+        age = state.get(AGE_KEY)
+        if age is None:
+            step = min(float(state["step"]), self.HORIZON)
+            state[AGE_KEY] = started.to(state["exp_avg"].dtype) * step
+        else:
+            age.masked_fill_(~started, 0.0)
+
+    @torch.no_grad()
+    def _after_step(self, optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+        for group in optimizer.param_groups:
+            beta1, beta2 = (float(b) for b in group["betas"])
+            lr, eps = float(group["lr"]), float(group["eps"])
+            second = "max_exp_avg_sq" if group.get("amsgrad") else "exp_avg_sq"
+            for param in group["params"]:
+                state = optimizer.state.get(param)
+                if not state or AGE_KEY not in state:
+                    continue
+                age, m = state[AGE_KEY], state["exp_avg"]
+                started = (age > 0) | (m != 0) | (state["exp_avg_sq"] != 0)
+                age.add_(started.to(age.dtype)).clamp_(max=self.HORIZON)
+                step = float(state["step"])
+                young = started & (age < min(step, self.HORIZON))
+                if not bool(young.any()):
+                    if not bool(((age > 0) & (age < self.HORIZON)).any()):
+                        del state[AGE_KEY]  # nothing young left; a later reset restarts it
+                    continue
+                a, mean, var = age[young], m[young], state[second][young]
+                # torch's update, with the tensor's step count, and the entry's own.
+                applied = mean / ((1 - beta1**step) * (var.sqrt() / (1 - beta2**step) ** 0.5 + eps))
+                own = mean / ((1 - beta1**a) * (var.sqrt() / (1 - beta2**a).sqrt() + eps))
+                param[young] += lr * (applied - own).to(param.dtype)
 
 
 def random_masks(

@@ -216,6 +216,18 @@ class Method:
     # True when per-layer counts move between layers at a fixed total (SNFS): the conformance
     # check then holds the total exact instead of every layer.
     redistributes: ClassVar[bool] = False
+    # False when per-layer counts move in ways no plan foresees (SNFS moves weights between
+    # layers by momentum): per-layer FLOPs differ, so `--match flops` refuses the method.
+    flops_predictable: ClassVar[bool] = True
+    # True when `--distribution global` splits the budget across layers from *trained* weights
+    # (GMP, one-shot, GaP re-rank at every prune): the split, and so the FLOPs, are unknown
+    # before training, and `--match flops` refuses the method under global.
+    global_split_from_training: ClassVar[bool] = False
+    # Adam/AdamW keep one step count per tensor: an entry whose moments were zeroed at step t
+    # (a regrown weight) is bias-corrected as if they were t steps old, so its first update is
+    # ~3.2x a fresh Adam's. True: MaskSet keeps each zeroed entry's age and corrects its update
+    # (masks.AdamAges). False: torch's behaviour (RigL's TF reference has it too).
+    per_entry_adam_age: ClassVar[bool] = False
     distributions: ClassVar[tuple[str, ...]] = DISTRIBUTIONS
     patterns: ClassVar[tuple[str, ...]] = ("unstructured", "nm", "block")
 
@@ -247,6 +259,16 @@ class Method:
                 f"--pattern {pattern} fixes every layer's count: use --distribution uniform"
             )
 
+    @classmethod
+    def flops_unpredictable(cls, distribution: str) -> str | None:
+        """Why the FLOPs of this method under `distribution` cannot be priced before training
+        (what `--match flops` and the conformance check act on); None when they can."""
+        if not cls.flops_predictable or cls.redistributes:
+            return "its per-layer counts move during training, and layers differ in FLOPs"
+        if distribution == "global" and cls.global_split_from_training:
+            return "under --distribution global it splits the layers' counts from trained weights"
+        return None
+
     def check_pattern(self, pattern: Pattern) -> None:
         if pattern.kind not in self.patterns:
             raise UserError(
@@ -265,6 +287,8 @@ class Method:
         that start sparse call `draw_random_masks()` or prune here."""
         self.ctx, self.masks = ctx, ctx.masks
         self.target_counts = self.counts_at(ctx.sparsity) if self.sparse else ctx.masks.counts()
+        if self.sparse and self.per_entry_adam_age:
+            ctx.masks.track_adam_ages(ctx.optimizer)
 
     def on_epoch_start(self, epoch: int) -> None:
         """Mask changes before an epoch's first step (GaP grows a partition)."""
