@@ -6,8 +6,9 @@ random. Reference: github.com/dcmocanu/sparse-evolutionary-artificial-neural-net
 the fraction zeta of its positive weights closest to zero and zeta of its negative weights closest
 to zero (separately), then regrows as many connections uniformly at random among the inactive
 ones; zeta stays constant. Regrown connections start at zero (as in the Keras version) with zeroed
-optimizer state; the Keras version also rebuilds its SGD optimizer every epoch, which gapbench
-does not (one optimizer per run).
+optimizer state. The Keras version also rebuilds its SGD optimizer every epoch (momentum restarts
+from zero for every weight): `restart_optimizer=true` does that (every parameter's optimizer state
+cleared at each rewiring); the default keeps one optimizer per run, as every other method.
 `variant=rigl`: SET as the RigL paper ran it — RigL's ΔT, cosine-decayed drop fraction and T_end
 (baselines/rigl.py), drop by |w|, random growth, the weight step taken before the mask update
 (rigl/sparse_optimizers.py SparseSETOptimizer).
@@ -33,6 +34,7 @@ from gapbench.sparse.method import Budget, Context, Method, Plan
 class SETParams(RigLParams):
     variant: Literal["original", "rigl"] = "original"
     zeta: float = 0.3  # fraction removed per rewiring (original); `alpha` plays it for rigl
+    restart_optimizer: bool = False  # original: clear all optimizer state each epoch (Keras)
 
     def check(self) -> None:
         super().check()
@@ -99,6 +101,8 @@ class SET(Method):
         step = (epoch + 1) * self.ctx.budget.steps_per_epoch
         scores = self.random_scores(step)
         fresh = sum(self._rewire(n, scores[n]) for n in self.masks.names)
+        if self.params.restart_optimizer:  # the Keras reference compiles a new SGD every epoch
+            self.ctx.optimizer.state.clear()
         self._log(step, self.params.zeta, fresh)
 
     def _rewire(self, name: str, grow_score: torch.Tensor) -> int:

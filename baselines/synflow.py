@@ -2,13 +2,19 @@
 initialisation by synaptic flow, then train the fixed sparse network.
 
 Scores |w * dR/dw| with R the sum of the outputs of the network whose weights are replaced by
-their absolute values, on an all-ones input, in double precision; 100 rounds prune to densities
-(1 - s)^(k/100). Reference: github.com/ganguli-lab/Synaptic-Flow (Pruners/pruners.py SynFlow,
-prune.py prune_loop with the exponential schedule, model in eval mode): one global ranking
-(`--distribution global`); uniform/ERK rank within each layer (documented variant).
+their absolute values, on an all-ones input; 100 rounds prune to densities (1 - s)^(k/100).
+Reference: github.com/ganguli-lab/Synaptic-Flow (Pruners/pruners.py SynFlow, prune.py prune_loop
+with the exponential schedule, model in eval mode, float32: its `model.double()` is commented
+out): one global ranking (`--distribution global`); uniform/ERK rank within each layer (a
+documented variant). `precision=float64` scores in double precision. Like the reference (whose
+`--prune-residual` concerns its parameterised Identity shortcuts, not convolutions), 1x1
+shortcut convolutions are pruned like every other conv. Under `--pattern nm` each round keeps
+the same number of weights in every group of M, from M down to N over the rounds (the exponential
+schedule rounded per group), so later rounds keep pruning.
 """
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -20,6 +26,7 @@ from gapbench.sparse.method import Context, Method, Params
 @dataclass(frozen=True)
 class SynFlowParams(Params):
     rounds: int = 100  # iterative pruning rounds (exponential schedule)
+    precision: Literal["float32", "float64"] = "float32"  # reference: float32
 
     def check(self) -> None:
         if self.rounds < 1:
@@ -43,7 +50,8 @@ class SynFlow(Method):
         state = {k: v.clone() for k, v in model.state_dict().items()}
         was_training = model.training
         model.eval()
-        model.double()
+        dtype = torch.float64 if self.params.precision == "float64" else torch.float32
+        model.to(dtype)
         with torch.no_grad():
             for p in model.parameters():
                 p.abs_()
@@ -58,7 +66,10 @@ class SynFlow(Method):
                 for n, p in self.masks.params.items()
             }
             density = (1 - ctx.sparsity) ** (k / self.params.rounds)
-            self.prune_by_scores(scores, sparsity=1 - density)
+            if ctx.pattern.kind == "nm":
+                self._prune_groups(scores, 1 - density)
+            else:
+                self.prune_by_scores(scores, sparsity=1 - density)
         model.zero_grad(set_to_none=True)
         masks = {n: m.clone() for n, m in self.masks.masks.items()}
         model.float()
@@ -67,4 +78,18 @@ class SynFlow(Method):
         for name, mask in masks.items():
             self.masks.set_mask(name, mask, ctx.optimizer)
         self.target_counts = self.masks.counts()
-        self.log = {"rounds": self.params.rounds, "schedule": "exponential", "precision": "float64"}
+        self.log = {
+            "rounds": self.params.rounds,
+            "schedule": "exponential",
+            "precision": self.params.precision,
+        }
+
+    def _prune_groups(self, scores: dict[str, torch.Tensor], sparsity: float) -> None:
+        """N:M: every group keeps M - round((M - N) * sparsity / target) of its highest scores,
+        so the rounds go from M:M to N:M as the exponential schedule does (the last is N:M)."""
+        pattern = self.ctx.pattern
+        kept = pattern.m - round((pattern.m - pattern.n) * sparsity / self.ctx.sparsity)
+        for name in self.masks.names:
+            groups = torch.full((self.masks.numel(name) // pattern.m,), kept)
+            mask = pattern.select_per_group(scores[name], groups)
+            self.masks.set_mask(name, mask, self.ctx.optimizer)

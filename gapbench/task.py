@@ -142,6 +142,13 @@ class Workload:
     samples: Callable[[Any], int] | None = None  # samples in a batch; default: leading dim
     to_device: Callable[[Any, torch.device], Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # recorded as-is
+    # Optional, for pruning-at-init references that score with their own loss: the cross-entropy
+    # of the logits divided by a temperature, without label smoothing (GraSP's reference scores
+    # with logits / 200). None: the task has no logits, probes use `loss`.
+    tempered_loss: Callable[[nn.Module, Any, float], torch.Tensor] | None = None
+    # Optional: a batch of `n` training samples of every class, ordered by class (GraSP's
+    # reference `samples_per_class` probe data). None: the task has no classes.
+    class_batch: Callable[[int], Any] | None = None
 
 
 def move_to_device(batch: Any, device: torch.device) -> Any:

@@ -8,8 +8,10 @@ It knows no method and no task by name.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from gapbench.engine import distributed
 from gapbench.engine.distributed import DistInfo, WorkerGroups
 from gapbench.engine.flops import FlopsLedger, measure_forward_flops
 from gapbench.engine.loop import StepLoop, batch_samples
+from gapbench.errors import UserError
 from gapbench.report.atomic import atomic_torch_save
 from gapbench.sparse.distribution import total_keep
 from gapbench.sparse.masks import MaskSet
@@ -108,6 +111,59 @@ def recalibrate_batchnorm(
     model.train(was_training)
 
 
+@contextlib.contextmanager
+def kept_batchnorm_stats(model: nn.Module) -> Iterator[None]:
+    """Run with every batch-norm statistic swapped for a copy, the originals put back on exit: a
+    probe's train-mode forward leaves the statistics training starts from as they were (copies,
+    not an in-place restore, since the probe's graph holds the tensors it ran with)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    originals = [{k: b for k, b in bn._buffers.items() if b is not None} for bn in bns]
+    for bn, buffers in zip(bns, originals):
+        for key, value in buffers.items():
+            bn._buffers[key] = value.clone()
+    try:
+        yield
+    finally:
+        for bn, buffers in zip(bns, originals):
+            bn._buffers.update(buffers)
+
+
+def slice_batch(batch: Any, index: int, parts: int) -> Any:
+    """The index-th of `parts` slices along the sample axis ([i*N//k, (i+1)*N//k), as GraSP's
+    reference halves its data): tensors and lists whose leading size is the batch's N."""
+    n = _leading(batch)
+    if n is None:
+        raise UserError("cannot slice this task's batch into parts")
+    lo, hi = index * n // parts, (index + 1) * n // parts
+
+    def cut(x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            return x[lo:hi] if x.dim() and x.shape[0] == n else x
+        if isinstance(x, dict):
+            return {k: cut(v) for k, v in x.items()}
+        if isinstance(x, tuple):
+            return tuple(cut(v) for v in x)
+        if isinstance(x, list):
+            container = all(_leading(v) == n for v in x)  # [inputs, labels] as collated
+            return [cut(v) for v in x] if container or len(x) != n else x[lo:hi]
+        return x
+
+    return cut(batch)
+
+
+def _leading(batch: Any) -> int | None:
+    """The sample count of a batch: the leading size of its first tensor."""
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0] if batch.dim() else None
+    values = batch.values() if isinstance(batch, dict) else batch
+    if isinstance(values, list | tuple) or isinstance(batch, dict):
+        for v in values:
+            found = _leading(v)
+            if found is not None:
+                return found
+    return None
+
+
 class Trainer:
     def __init__(
         self,
@@ -177,10 +233,14 @@ class Trainer:
             recalibrate_bn=lambda n: recalibrate_batchnorm(self.model, w, self.device, n),
             probe_loss=self._probe_loss,
             probe_ones=self._probe_ones,
+            probe_temperature=w.tempered_loss is not None,
+            probe_classes=w.class_batch is not None,
             workers=self.groups,
             pattern=self.pattern,
         )
+        self._probe_batches: dict[int, Any] = {}
         self.method.setup(ctx)
+        self._probe_batches = {}  # probes only serve setup
         distributed.check_same_on_all_ranks(self.masks.checksum(), self.dist, "initial masks")
         train_module = distributed.wrap(self.model, self.dist, self.groups)
         if s.compile:
@@ -203,11 +263,42 @@ class Trainer:
             train_module=train_module,
         )
 
-    def _probe_loss(self) -> torch.Tensor:
-        """The loss on the first training batch, graph kept (pruning at initialisation)."""
-        self.model.train()
-        batch = self.move(next(iter(self.workload.train_loader)), self.device)
-        return self.workload.loss(self.model, batch)
+    def _probe_batch(self, samples_per_class: int = 0) -> Any:
+        """The probe data of this build, drawn once: every probe of a setup scores the same
+        samples (the first training batch, or the task's class-balanced batch)."""
+        cache = self._probe_batches
+        if samples_per_class not in cache:
+            w = self.workload
+            if samples_per_class > 0:
+                if w.class_batch is None:
+                    raise UserError("this task cannot give a class-balanced probe batch")
+                batch = w.class_batch(samples_per_class)
+            else:
+                batch = next(iter(w.train_loader))
+            cache[samples_per_class] = self.move(batch, self.device)
+        return cache[samples_per_class]
+
+    def _probe_loss(
+        self,
+        model: nn.Module | None = None,
+        part: tuple[int, int] | None = None,
+        temperature: float | None = None,
+        samples_per_class: int = 0,
+    ) -> torch.Tensor:
+        """The loss on the probe batch (or its slice `part=(i, k)`), graph kept, train mode,
+        batch-norm running statistics restored (pruning at initialisation must not move them)."""
+        model = self.model if model is None else model
+        batch = self._probe_batch(samples_per_class)
+        if part is not None:
+            batch = slice_batch(batch, *part)
+        w = self.workload
+        model.train()
+        with kept_batchnorm_stats(model):
+            if temperature is None:
+                return w.loss(model, batch)
+            if w.tempered_loss is None:
+                raise UserError("this task has no logits to divide by a temperature")
+            return w.tempered_loss(model, batch, temperature)
 
     def _probe_ones(self) -> Any:
         """The forward output on the example batch with every floating input set to one."""
@@ -222,9 +313,10 @@ class Trainer:
                 return {k: ones(v) for k, v in x.items()}
             return x
 
-        return self.workload.forward(
-            self.model, ones(self.move(self.workload.example_batch, self.device))
-        )
+        with kept_batchnorm_stats(self.model):
+            return self.workload.forward(
+                self.model, ones(self.move(self.workload.example_batch, self.device))
+            )
 
     # ---- checkpoint --------------------------------------------------------------------------
     def _checkpoint_path(self) -> Path | None:

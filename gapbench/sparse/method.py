@@ -191,10 +191,18 @@ class Context:
     dense_weights: list[str] = field(default_factory=list)  # conv/linear weights kept dense
     # Services the loop offers: re-estimate batch-norm statistics on a few training batches.
     recalibrate_bn: Callable[[int], None] | None = None
-    # Probes for pruning at initialisation, never the data itself: the loss on one training batch
-    # (graph kept, model in train mode), and the forward output on all-ones inputs (SynFlow).
-    probe_loss: Callable[[], torch.Tensor] | None = None
+    # Probes for pruning at initialisation, never the data itself. probe_loss(model=None,
+    # part=None, temperature=None, samples_per_class=0): the loss on one fixed training batch
+    # (the same samples on every call of a setup, as the references score g and Hg on the same
+    # data), train mode, graph kept, batch-norm running statistics left as they were. `model`
+    # scores a copy of the model; `part=(i, k)` the i-th of k equal slices of the batch;
+    # `temperature` the task's cross-entropy of logits / T (only where `probe_temperature`);
+    # `samples_per_class` a class-balanced batch (only where `probe_classes`). probe_ones: the
+    # forward output on all-ones inputs (SynFlow), statistics likewise left as they were.
+    probe_loss: Callable[..., torch.Tensor] | None = None
     probe_ones: Callable[[], torch.Tensor] | None = None
+    probe_temperature: bool = False  # the task can divide its logits by a temperature
+    probe_classes: bool = False  # the task can give a batch of n samples per class
     workers: Any = None  # engine.distributed.WorkerGroups when the method runs on worker groups
     pattern: Pattern = field(default_factory=Pattern)  # where masks may keep weights
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 from torch.utils.data import Subset
@@ -112,6 +114,28 @@ def loss(model: nn.Module, batch) -> torch.Tensor:
     return _criterion(model(images), labels)
 
 
+def tempered_loss(model: nn.Module, batch, temperature: float) -> torch.Tensor:
+    """Cross-entropy of logits / T, no label smoothing: the loss GraSP's reference scores with."""
+    images, labels = batch
+    return nn.functional.cross_entropy(model(images) / temperature, labels)
+
+
+def class_batch(loader, classes: int, per_class: int):
+    """GraSP's reference probe data (pruner/GraSP.py GraSP_fetch_data): the first `per_class`
+    samples of every class met in the shuffled training loader, ordered by class."""
+    found: list[list[torch.Tensor]] = [[] for _ in range(classes)]
+    for images, labels in loader:
+        for i, label in enumerate(labels.tolist()):
+            if len(found[label]) < per_class:
+                found[label].append(images[i : i + 1])
+        if all(len(f) == per_class for f in found):
+            break
+    present = [c for c in range(classes) if found[c]]
+    images = torch.cat([x for c in present for x in found[c]])
+    labels = torch.cat([torch.full((len(found[c]),), c, dtype=torch.long) for c in present])
+    return images, labels
+
+
 @register_task("classification")
 class ClassificationTask(Task):
     description = (
@@ -156,9 +180,11 @@ class ClassificationTask(Task):
             train, val, test = self._imagenet(root)
             model = build_resnet50(len(train.dataset.classes))
         size = profile.options["image_size"]
+        train_loader = make_loader(train, request, shuffle=True)
+        classes = len(getattr(train, "classes", None) or train.dataset.classes)
         return Workload(
             model=model,
-            train_loader=make_loader(train, request, shuffle=True),
+            train_loader=train_loader,
             val_loader=make_loader(val, request, shuffle=False, shard=False),
             test_loader=make_loader(test, request, shuffle=False, shard=False),
             loss=loss,
@@ -166,6 +192,8 @@ class ClassificationTask(Task):
             forward=forward,
             example_batch=(torch.zeros(1, 3, size, size), torch.zeros(1, dtype=torch.long)),
             dataset=profile.dataset if request.data_root is None else f"ImageFolder at {root}",
+            tempered_loss=tempered_loss,
+            class_batch=partial(class_batch, train_loader, classes),
         )
 
     @staticmethod

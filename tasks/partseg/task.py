@@ -78,6 +78,11 @@ def _loss(model: nn.Module, batch) -> torch.Tensor:
     return nn.functional.cross_entropy(_forward(model, batch), batch[2])
 
 
+def _tempered_loss(model: nn.Module, batch, temperature: float) -> torch.Tensor:
+    """Per-point cross-entropy of logits / T (pruning-at-init probes, GraSP's T)."""
+    return nn.functional.cross_entropy(_forward(model, batch) / temperature, batch[2])
+
+
 def _evaluate(model: nn.Module, loader) -> dict[str, float]:
     """mIoU with predictions restricted to each shape's own category parts (standard protocol)."""
     miou = MIoU()
@@ -127,6 +132,7 @@ class PartSegTask(Task):
             val_loader=make_loader(val, request, shuffle=False, shard=False),
             test_loader=make_loader(test, request, shuffle=False, shard=False),
             loss=_loss,
+            tempered_loss=_tempered_loss,
             evaluate=_evaluate,
             forward=_forward,
             example_batch=example,

@@ -202,6 +202,15 @@ def translation_loss(model: nn.Module, batch: dict[str, torch.Tensor], eps: floa
     return label_smoothed_nll(model(batch["src"], batch["prev"]), batch["target"], eps)
 
 
+def tempered_loss(
+    model: nn.Module, batch: dict[str, torch.Tensor], temperature: float
+) -> torch.Tensor:
+    """Token cross-entropy of logits / T, no smoothing (pruning-at-init probes, GraSP's T)."""
+    return label_smoothed_nll(
+        model(batch["src"], batch["prev"]) / temperature, batch["target"], 0.0
+    )
+
+
 def forward_batch(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return model(batch["src"], batch["prev"])
 
@@ -285,6 +294,7 @@ class TranslationTask(Task):
             val_loader=val,
             test_loader=test,
             loss=partial(translation_loss, eps=recipe.label_smoothing),
+            tempered_loss=tempered_loss,
             evaluate=partial(evaluate, codec=codec, lenpen=recipe.lenpen),
             forward=forward_batch,
             example_batch=example,
