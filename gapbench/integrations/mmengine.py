@@ -15,23 +15,39 @@ Method state and masks travel in mmengine checkpoints (`resume=True` continues e
 are checksummed across data-parallel ranks, and a gapbench record is written at the end so that
 `python -m gapbench leaderboard` lists mmengine runs beside native ones.
 Needs an epoch-based train loop. The LR schedule is mmengine's (a method's LR clock is ignored).
+
+What a record states is read from the weights, not the masks: at the end every pruned weight must be
+exactly zero (else the run fails), and `measured_sparsity` counts nonzero weights. Its metrics are
+the last validation's, after the final epoch; COCO-style mAP/AR in [0, 1] are stored in percent like
+gapbench's own detection task. A run whose validation yields no metric (never ran, or mmdet's
+CocoMetric with no boxes at all) is recorded with status `no_metric` and the reason, never as
+`complete`. The run id hashes the config without how the run was started (resume, load_from,
+work_dir, launcher, logging, checkpointing), so a resumed run is the same run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import hashlib
 import json
+import math
+import random
+import re
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from mmengine.dist import all_gather_object, get_rank, get_world_size
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 from torch import nn
 
+from gapbench.engine.flops import FlopsLedger, measure_forward_flops
 from gapbench.errors import UserError
 from gapbench.registry import get_method_class, load_plugin
 from gapbench.report.records import (
@@ -43,7 +59,7 @@ from gapbench.report.records import (
     write_record,
 )
 from gapbench.sparse.distribution import total_keep
-from gapbench.sparse.enforce import MaskEnforcer
+from gapbench.sparse.enforce import MaskEnforcer, count_weights
 from gapbench.sparse.masks import MaskSet
 from gapbench.sparse.method import Budget, Context
 from gapbench.sparse.partition import partitions_by_prefix
@@ -51,6 +67,17 @@ from gapbench.sparse.pattern import Pattern
 from gapbench.sparse.selection import parse_dense_layers, select_prunable
 
 STATE_KEY = "gapbench"
+NO_METRIC = "no_metric"  # record status: training completed, but there is no metric to rank by
+
+# Config keys that say how a run was started or logged, not what it trains: left out of the run id.
+HOW_STARTED = frozenset(
+    {
+        "resume", "load_from", "work_dir", "launcher", "experiment_name", "env_cfg", "log_level",
+        "log_processor", "visualizer", "vis_backends", "dist_params", "filename", "out",
+        "num_workers", "persistent_workers", "pin_memory", "data_root", "backend_args",
+    }
+)  # fmt: skip
+HOW_HOOKED = frozenset({"logger", "checkpoint", "timer", "visualization", "sampler_seed"})
 
 
 @HOOKS.register_module()
@@ -95,6 +122,9 @@ class GapbenchSparsityHook(Hook):
         self.step = 0
         self.resumed: dict[str, Any] | None = None
         self.last_metrics: dict[str, float] = {}
+        self.undefined: list[str] = []
+        self.metric_epoch: int | None = None
+        self.validated = False
         self.started = time.time()
 
     # ---- life cycle ------------------------------------------------------------------------------
@@ -108,6 +138,8 @@ class GapbenchSparsityHook(Hook):
         optimizer = runner.optim_wrapper.optimizer
         selection = select_prunable(model, self.exclude, self.dense_layers, types=self.types)
         self.selection = selection
+        if self.cls.sparse:
+            self._refuse_untrained(model, optimizer, selection.prunable)
         self.masks = MaskSet(model, selection.prunable)
         for name in selection.prunable:
             self.pattern.check_shape(name, self.masks.params[name].shape)
@@ -136,9 +168,17 @@ class GapbenchSparsityHook(Hook):
                     selection.prunable, self.partition_prefixes
                 )
             }
+        probe_loss, probe_ones = self._probes(runner, model)
+        per_batch, _ = measure_forward_flops(
+            model, lambda: model(**self._probe_data(model), mode="tensor")
+        )
+        batch = max(1, len(self._probe_data(model)["inputs"]))
+        self.ledger = FlopsLedger({k: v / batch for k, v in per_batch.items()}, self.masks)
+        self.train_samples = len(runner.train_dataloader.dataset)
         ctx = Context(
             model, optimizer, self.masks, Budget(self.plan.epochs, spe), self.sparsity, self.distribution,
             self.seed, selection.prunable, groups, selection.dense_layers + selection.excluded, pattern=self.pattern,
+            probe_loss=probe_loss, probe_ones=probe_ones,
         )  # fmt: skip
         self.method.setup(ctx)
         if saved is not None:
@@ -146,11 +186,90 @@ class GapbenchSparsityHook(Hook):
             optimizer.load_state_dict(saved[1])
             self.method.load_state_dict(self.resumed["method"])
             self.step = self.resumed["step"]
+            if "flops" in self.resumed:
+                self.ledger.load_state_dict(self.resumed["flops"])
         self.enforcer = (
             MaskEnforcer(self.masks, optimizer, before_mask=self._read) if self.cls.sparse else None
         )
         self._wrap_optim_wrapper(runner.optim_wrapper)
         self._check_ranks("initial masks")
+
+    @staticmethod
+    def _refuse_untrained(model: nn.Module, optimizer: Any, names: list[str]) -> None:
+        """A pruned weight that does not train cannot regrow (GaP restarts grown weights at 0):
+        frozen layers (requires_grad False, mmdet's `frozen_stages`) or layers outside the
+        optimizer must be excluded from pruning, not pruned to a fixed random mask."""
+        params = dict(model.named_parameters())
+        trained = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        zero_lr = {
+            id(p)
+            for g in optimizer.param_groups
+            if max(g.get("initial_lr", 0.0), g.get("lr", 0.0)) == 0
+            for p in g["params"]
+        }
+        frozen = [n for n in names if not params[n].requires_grad]
+        outside = [n for n in names if params[n].requires_grad and id(params[n]) not in trained]
+        still = [n for n in names if id(params[n]) in zero_lr]
+        if frozen or outside or still:
+            what = "; ".join(
+                f"{why}: {', '.join(sorted(bad)[:6])}{' ...' if len(bad) > 6 else ''}"
+                for why, bad in (
+                    ("requires_grad=False (frozen, e.g. frozen_stages)", frozen),
+                    ("not in the optimizer", outside),
+                    ("learning rate 0", still),
+                )
+                if bad
+            )
+            raise UserError(
+                f"GapbenchSparsityHook would prune {len(frozen) + len(outside) + len(still)} "
+                f"weights that do not train ({what}). Pruned weights that do not train cannot "
+                "regrow; train them (e.g. model.backbone.frozen_stages=-1) or leave them out with "
+                "prunable=dict(exclude=[...])."
+            )
+
+    def _probes(self, runner, model: nn.Module) -> tuple[Any, Any]:
+        """Pruning-at-init probes (SNIP, GraSP, SynFlow) on one fixed training batch, fetched
+        lazily. Random states and batch-norm statistics are left as they were, so a method that
+        does not probe trains exactly as before."""
+        cache: dict[str, Any] = {}
+
+        def data(m: nn.Module) -> dict[str, Any]:
+            if "batch" not in cache:
+                states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+                cache["batch"] = next(iter(runner.train_dataloader))
+                random.setstate(states[0])
+                np.random.set_state(states[1])
+                torch.set_rng_state(states[2])
+            return m.data_preprocessor(cache["batch"], True)
+
+        self._probe_data = data
+
+        @contextlib.contextmanager
+        def statistics_kept(m: nn.Module):
+            norms = [x for x in m.modules() if isinstance(x, nn.modules.batchnorm._BatchNorm)]
+            saved = [{k: v.clone() for k, v in x.named_buffers(recurse=False)} for x in norms]
+            try:
+                yield
+            finally:  # new tensors, not copy_: the probe's graph still holds the old ones
+                for x, buffers in zip(norms, saved):
+                    for k, v in buffers.items():
+                        setattr(x, k, v)
+
+        def probe_loss() -> torch.Tensor:
+            with statistics_kept(model):
+                batch = data(model)
+                loss, _ = model.parse_losses(model(**batch, mode="loss"))
+            return loss
+
+        def probe_ones() -> torch.Tensor:
+            with statistics_kept(model):
+                batch = data(model)
+                batch["inputs"] = torch.ones_like(batch["inputs"])
+                out = model(**batch, mode="tensor")
+            tensors = [t for t in _flatten(out) if isinstance(t, torch.Tensor)]
+            return torch.cat([t.flatten() for t in tensors])
+
+        return probe_loss, probe_ones
 
     def _read(self) -> None:
         if self.plan.dense_grad(self.step):
@@ -167,10 +286,13 @@ class GapbenchSparsityHook(Hook):
                 enforcer.mask_grads()
             clip()
 
+        @functools.wraps(step)  # keeps mmengine's `_with_counter` mark (the LR schedulers' check)
         def step_or_replace(**kwargs: Any) -> None:
             if hook.plan.replaces_step(hook.step):
                 if enforcer is not None:
-                    enforcer.mask_grads()  # the method reads its dense gradients
+                    enforcer.skip_step()  # the method reads its dense gradients; no step follows
+                if hasattr(wrapper, "_global_step"):  # what mmengine's step counter would count
+                    wrapper._global_step += 1
                 hook._stepped = True
                 return
             step(**kwargs)
@@ -189,6 +311,9 @@ class GapbenchSparsityHook(Hook):
         self, runner, batch_idx: int, data_batch: Any = None, outputs: Any = None
     ) -> None:
         if getattr(self, "_stepped", False):
+            # Charged at the masks this step's forward and backward ran with, before the update.
+            samples = len((data_batch or {}).get("inputs", ())) * get_world_size()
+            self.ledger.charge_step(samples, self.plan.dense_grad(self.step))
             self.method.update(self.step)
             self.step += 1
 
@@ -197,9 +322,9 @@ class GapbenchSparsityHook(Hook):
         self._check_ranks("masks")
 
     def after_val_epoch(self, runner, metrics: dict[str, float] | None = None) -> None:
-        self.last_metrics = {
-            k: float(v) for k, v in (metrics or {}).items() if isinstance(v, int | float)
-        }
+        self.last_metrics, self.undefined = percent_metrics(metrics or {})
+        self.metric_epoch = runner.epoch
+        self.validated = True
 
     def after_test_epoch(self, runner, metrics: dict[str, float] | None = None) -> None:
         self.after_val_epoch(runner, metrics)
@@ -213,6 +338,13 @@ class GapbenchSparsityHook(Hook):
                 raise RuntimeError(
                     f"{self.cls.name} left {self.masks.alive()} weights alive, expected {expected}"
                 )
+            weights = count_weights(self.masks)
+            weights.check(self.cls.name)  # the weights, not only the masks, are at the target
+            if weights.total_nonzero > expected:  # pragma: no cover - check() catches it first
+                raise RuntimeError(
+                    f"{self.cls.name} left {weights.total_nonzero} nonzero weights, expected "
+                    f"at most {expected}"
+                )
 
     def after_run(self, runner) -> None:
         if get_rank() == 0 and hasattr(self, "masks"):
@@ -221,7 +353,11 @@ class GapbenchSparsityHook(Hook):
     # ---- checkpoints ---------------------------------------------------------------------------
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         if hasattr(self, "masks"):
-            checkpoint[STATE_KEY] = {"method": self.method.state_dict(), "step": self.step}
+            checkpoint[STATE_KEY] = {
+                "method": self.method.state_dict(),
+                "step": self.step,
+                "flops": self.ledger.state_dict(),
+            }
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         if STATE_KEY in checkpoint:
@@ -234,35 +370,177 @@ class GapbenchSparsityHook(Hook):
             if len(set(sums)) != 1:
                 raise RuntimeError(f"{what} differ across ranks: {sums}")
 
+    def _flops(self, runner) -> dict[str, float]:
+        """gapbench's convention (conv/linear multiply-adds, training = forward + 2 backward at the
+        step's densities), per sample at the first training batch's padded input size."""
+        dense = self.ledger.dense_inference_flops()
+        return {
+            "train": self.ledger.train_flops,
+            "dense_train_same_steps": self.ledger.dense_train_flops,
+            "dense_train_budget": 3 * dense * self.train_samples * runner.train_loop.max_epochs,
+            "inference": self.ledger.inference_flops(),
+            "dense_inference": dense,
+        }
+
+    def _status(self, runner) -> tuple[str, str | None, str]:
+        """(status, reason when there is no metric, primary metric)."""
+        metric = self.metric or next(iter(self.last_metrics), "metric")
+        max_epochs = runner.train_loop.max_epochs
+        if not self.validated:
+            reason = "validation never ran (no val_dataloader/val_cfg/val_evaluator in the config)"
+        elif not self.last_metrics:
+            reason = (
+                "validation returned no metric (mmdet's CocoMetric returns none when the model "
+                "outputs no boxes at all, e.g. a short run still in warm-up)"
+            )
+        elif metric not in self.last_metrics:
+            reason = f"validation returned no {metric!r} (it returned {sorted(self.last_metrics)})"
+        elif not math.isfinite(self.last_metrics[metric]):
+            reason = f"{metric} is not finite ({self.last_metrics[metric]})"
+        elif self.metric_epoch != max_epochs:
+            reason = f"the last validation ran after epoch {self.metric_epoch} of {max_epochs}"
+        else:
+            return "complete", None, metric
+        return NO_METRIC, reason, metric
+
     def _record(self, runner) -> RunRecord:
         task = (
             self.task or Path(getattr(runner.cfg, "filename", None) or runner.experiment_name).stem
         )
-        metric = self.metric or next(iter(self.last_metrics), "metric")
+        status, reason, metric = self._status(runner)
         identity = {
             "task": task, "profile": "mmengine", "method": self.cls.name, "params": self.method.params.as_dict(),
             "sparsity": self.sparsity if self.cls.sparse else 0.0, "distribution": self.distribution if self.cls.sparse else "dense",
             "seed": self.seed, "epochs": runner.train_loop.max_epochs, "pattern": str(self.pattern),
-            "config": hashlib.sha256(json.dumps(str(runner.cfg), sort_keys=True).encode()).hexdigest()[:12],
-            "schema": SCHEMA_VERSION,
+            "config": config_hash(runner.cfg), "schema": SCHEMA_VERSION,
         }  # fmt: skip
-        alive, total = self.masks.alive(), self.masks.total()
+        total = self.masks.total()
+        weights = count_weights(self.masks)
+        alive = weights.total_nonzero  # read from the weights: what the record claims is there
         all_weights = sum(self.selection.all_weights.values())
-        nan = float("nan")
+        extra: dict[str, Any] = {
+            "front_end": "mmengine", "world_size": get_world_size(), "resumed": self.resumed is not None,
+            "metric_units": "percent (mmengine's COCO mAP/AR in [0, 1] times 100)",
+            "metric_split": "val", "metric_epoch": self.metric_epoch,
+            "mask_alive": self.masks.alive(), "alive_zero_weights": sum(weights.alive_zero.values()),
+            "mask_checksum": self.masks.checksum(),
+        }  # fmt: skip
+        if self.undefined:
+            extra["undefined_metrics"] = self.undefined
+        if reason:
+            extra["no_metric_reason"] = reason
+        metrics = self.last_metrics if status == "complete" else {}
+        # The lead's strict records carry the reason in `status_reason`; task_extra keeps it too.
+        reason_field = (
+            {"status_reason": reason or ""}
+            if "status_reason" in RunRecord.__dataclass_fields__
+            else {}
+        )
         return RunRecord(
-            schema=SCHEMA_VERSION, run_id=run_id(identity), status="complete", identity=identity,
-            task=task, profile="mmengine", dataset=str(runner.cfg.get("dataset_type", "mmengine data")),
+            schema=SCHEMA_VERSION, run_id=run_id(identity), status=status, identity=identity,
+            task=task, profile="mmengine", dataset=dataset_name(runner.cfg),
             method=self.cls.name, params=self.method.params.as_dict(), sparsity=identity["sparsity"],
             distribution=identity["distribution"], seed=self.seed, epochs=identity["epochs"], budget_mode="epochs",
-            multiplier=1.0, metric=metric, metrics=self.last_metrics, val_metrics=self.last_metrics,
+            multiplier=1.0, metric=metric, metrics=metrics, val_metrics=metrics,
             measured_sparsity=(1 - alive / total) if self.cls.sparse else 0.0, prunable_params=total,
             alive_prunable_params=alive, conv_linear_density=(all_weights - (total - alive)) / max(1, all_weights),
             params_total=sum(p.numel() for p in self.masks.params.values()), params_alive=alive,
             policy=self.selection.describe(",".join(self.dense_layers) or "none", self.exclude),
-            per_layer={n: {"numel": self.masks.numel(n), "alive": self.masks.count(n)} for n in self.masks.names},
+            per_layer={n: {"numel": self.masks.numel(n), "alive": weights.nonzero[n], "mask_alive": self.masks.count(n)}
+                       for n in self.masks.names},
             budget={"trainer_epochs": self.plan.epochs, "steps_run": self.step, "front_end": "mmengine"},
-            plan=self.plan.points, flops={"train": nan, "dense_train_budget": nan, "inference": nan, "dense_inference": nan},
+            plan=self.plan.points, flops=self._flops(runner),
             method_log=self.method.log, history=[], wall_time_s=round(time.time() - self.started, 2),
-            device=str(next(iter(self.masks.params.values())).device), versions=versions(), git_commit=git_commit(),
-            task_extra={"front_end": "mmengine", "world_size": get_world_size()},
+            device=str(next(iter(self.masks.params.values())).device), versions=_versions(), git_commit=git_commit(),
+            task_extra=extra, **reason_field,
         )  # fmt: skip
+
+
+# ---- record helpers ---------------------------------------------------------------------------
+def percent_metrics(metrics: dict[str, Any]) -> tuple[dict[str, float], list[str]]:
+    """Numeric metrics, COCO-style mAP/AR (in [0, 1] in mmdet) in percent as gapbench's detection
+    task reports them; COCO's -1 ("no ground truth of this size") is left out and named."""
+    out: dict[str, float] = {}
+    undefined: list[str] = []
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue  # e.g. coco/bbox_mAP_copypaste, a string
+        leaf = key.rsplit("/", 1)[-1]
+        if "mAP" in leaf or leaf.startswith("AR"):
+            if value < 0:
+                undefined.append(key)
+                continue
+            value = 100.0 * value
+        out[key] = float(value)
+    return out, undefined
+
+
+def _clean(value: Any, hooks: bool = False) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: _clean(v, hooks=k == "default_hooks")
+            for k, v in value.items()
+            if k not in HOW_STARTED and not (hooks and k in HOW_HOOKED)
+        }
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))  # objects: their repr, no address
+
+
+def config_hash(cfg: Any) -> str:
+    """Hash of what the config trains, without how the run was started or logged (HOW_STARTED)."""
+    data = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+    blob = json.dumps(_clean(data), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _flatten(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in _flatten(v)]
+    if isinstance(value, list | tuple):
+        return [x for v in value for x in _flatten(v)]
+    return [value]
+
+
+def _leaf_dataset(cfg: Any) -> dict[str, Any]:
+    while isinstance(cfg, dict) and isinstance(cfg.get("dataset"), dict):
+        cfg = cfg["dataset"]  # RepeatDataset, ClassBalancedDataset, dataloader -> dataset
+    if isinstance(cfg, dict) and isinstance(cfg.get("datasets"), list) and cfg["datasets"]:
+        return _leaf_dataset(cfg["datasets"][0])
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def dataset_name(cfg: Any) -> str:
+    """The data set a run trained and validated on, from the config's data root and ann files:
+    gapbench's generated shapes name themselves (their COMPLETE file), anything else by folder."""
+    train = _leaf_dataset(cfg.get("train_dataloader") or {})
+    val = _leaf_dataset(cfg.get("val_dataloader") or {})
+    root = str(train.get("data_root") or cfg.get("data_root") or "")
+    name = Path(root.rstrip("/")).name or str(train.get("type", "mmengine data"))
+    marker = Path(root) / "COMPLETE"
+    if root and marker.is_file():
+        try:
+            info = json.loads(marker.read_text())
+            name = f"generated COCO-format shapes v{info['version']} ({info['size']} px)"
+        except (ValueError, KeyError, OSError):
+            pass
+    files = [
+        f"{what} {d['ann_file']}"
+        for what, d in (("train", train), ("val", val))
+        if d.get("ann_file")
+    ]
+    if train.get("indices") is not None:
+        files.append(f"first {train['indices']} train images")
+    return f"{name} ({', '.join(files)})" if files else name
+
+
+def _versions() -> dict[str, str]:
+    ver = versions()
+    for package in ("mmengine", "mmcv", "mmdet"):
+        try:
+            ver[package] = __import__(package).__version__
+        except ImportError:
+            pass
+    return ver
