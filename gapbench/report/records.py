@@ -258,21 +258,52 @@ def write_record(record: RunRecord, out: Path) -> Path:
     return path
 
 
+def _read(path: Path) -> RunRecord:
+    try:
+        return parse_record(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RecordError(f"not UTF-8 text ({exc.reason})") from None
+
+
 def find_record(out: Path, rid: str) -> RunRecord | None:
-    for path in records_dir(out).glob(f"*-{rid}.json"):
+    """The valid record of run `rid` under `out`, if any (an invalid file counts as none)."""
+    for path in sorted(records_dir(out).glob(f"*-{rid}.json")):
         try:
-            return RunRecord.from_dict(json.loads(path.read_text()))
-        except (ValueError, json.JSONDecodeError, TypeError):
-            return None
+            record = _read(path)
+        except (ValueError, OSError):
+            continue
+        if record.run_id == rid:
+            return record
     return None
 
 
+def _differences(a: RunRecord, b: RunRecord) -> list[str]:
+    da, db = asdict(a), asdict(b)
+    return sorted(k for k in da if da[k] != db.get(k))
+
+
 def load_records(out: Path) -> list[RunRecord]:
-    """Every readable record under out/records; broken ones are skipped with a named warning."""
-    records = []
+    """Every valid record under out/records, each run id once.
+
+    An invalid file is skipped with one warning naming it and the field; a run id found in
+    several files (merged result folders) is kept from the first file in name order, with one
+    warning saying whether the copies differ."""
+    records: dict[str, tuple[Path, RunRecord]] = {}
     for path in sorted(records_dir(out).glob("*.json")):
         try:
-            records.append(RunRecord.from_dict(json.loads(path.read_text())))
-        except (ValueError, json.JSONDecodeError, TypeError, KeyError) as exc:
+            record = _read(path)
+        except (ValueError, OSError) as exc:
             print(f"gapbench: warning: skipping record {path}: {exc}", file=sys.stderr)
-    return records
+            continue
+        if record.run_id in records:
+            first, kept = records[record.run_id]
+            differ = _differences(kept, record)
+            how = f"the copies differ in {', '.join(differ)}" if differ else "identical copies"
+            print(
+                f"gapbench: warning: run {record.run_id} is duplicated in {path} ({how}); "
+                f"counted once, from {first}",
+                file=sys.stderr,
+            )
+            continue
+        records[record.run_id] = (path, record)
+    return [record for _, record in records.values()]
