@@ -29,7 +29,7 @@ def _gapbench(*argv, **kw):
 def test_a_grid_runs_as_local_jobs_and_the_leaderboard_is_written_once(tmp_path):
     result = _gapbench(*GRID, "--launcher", "local", "--jobs", "2", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "sweep: 4 finished, 0 failed" in result.stdout
+    assert "sweep: 4 trained, 0 reused, 0 skipped, 0 failed" in result.stdout
     assert len(list((tmp_path / "records").glob("*.json"))) == 4
     assert (tmp_path / "leaderboard.md").read_text().count("| static |") == 1
     assert list((tmp_path / "logs").glob("*_log.out"))  # submitit's per-job logs
@@ -59,6 +59,8 @@ def test_two_sweeps_over_one_folder_train_each_run_once(tmp_path):
     assert first.returncode == 0 and second.returncode == 0, [o[1][-1500:] for o in outs]
     trained = sum(o[0].count(": trained") for o in outs)
     assert trained == 4  # every run trained by exactly one of the sweeps
+    summaries = [line for o in outs for line in o[0].splitlines() if line.startswith("sweep: ")]
+    assert sum(int(line.split()[1]) for line in summaries) == 4  # "sweep: 2 trained, 2 reused"
     assert len(list((tmp_path / "records").glob("*.json"))) == 4
 
 
