@@ -12,7 +12,9 @@ Where gapbench follows the official code (github.com/boone891214/GaP, Transforme
 where it deviates, each deviation being an option:
 - grown weights restart at exactly zero; pruning keeps the exact per-layer top-k |w|: as official.
 - one optimizer for the whole run with the state of changed entries zeroed and gradients masked;
-  official: a new process, a new Adam and a new LR warm-up every step (ddp_trainer.py
+  under Adam/AdamW a grown entry is bias-corrected by its own age, as a fresh Adam would
+  (`per_entry_adam_age`; torch's per-tensor step count makes its first update 3.16x a fresh
+  Adam's); official: a new process, a new Adam and a new LR warm-up every step (ddp_trainer.py
   `load_checkpoint` with --restart-training) -> `optimizer_restart=true`, `lr_restart=true`.
 - official C-GaP first trains partition 1 dense from its random init for one extra step
   (sequential_gap_distributed_run_3_partition.py: 1 + R*kappa steps) -> `first_dense=true`.
