@@ -226,6 +226,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
             f"no run records under {records_dir(out)}; run `python -m gapbench run --task ...` first"
         )
     _check_vs(args.vs, out)
+    from gapbench.report.atomic import check_writable_folder
+
+    check_writable_folder(out)  # the board's files go next to records/
     table = write_leaderboard(out, args.vs)
     print(to_markdown(table, load_published()))
     print(f"written: {out / 'leaderboard.csv'}, {out / 'leaderboard.md'}")

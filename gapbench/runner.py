@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from gapbench.engine import distributed
 from gapbench.engine.trainer import RunResult, Trainer, TrainSettings, seed_everything
 from gapbench.errors import UserError
 from gapbench.registry import get_task_class
-from gapbench.report.atomic import atomic_torch_save, remove_stale_temps
+from gapbench.report.atomic import atomic_torch_save, check_writable_folder, remove_stale_temps
 from gapbench.report.records import (
     SCHEMA_VERSION,
     RunRecord,
@@ -97,28 +96,12 @@ def output_folders(options: ExecOptions) -> list[Path]:
     return [out, *(out / name for name in names)]
 
 
-def _probe_write(folder: Path) -> None:
-    """Create and delete a file in `folder`: the only test of writability that also holds for
-    read-only mounts, ACLs and network file systems."""
-    fd, name = tempfile.mkstemp(dir=folder, prefix=".gapbench-probe-", suffix=".tmp")
-    os.close(fd)
-    os.unlink(name)
-
-
 def check_output(options: ExecOptions) -> None:
     """Make sure every output folder exists (or can be made) and takes files, before the first
     run trains: a run whose record cannot be written is hours lost. Also clears temporary files
     that killed writers left behind."""
     for folder in output_folders(options):
-        if folder.exists() and not folder.is_dir():
-            raise UserError(f"{folder} is a file, not a folder; pass --out a folder for results")
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            _probe_write(folder)
-        except OSError as exc:
-            raise UserError(
-                f"cannot write to {folder} ({exc.strerror or exc}); pass a writable --out"
-            ) from None
+        check_writable_folder(folder)
         remove_stale_temps(folder)
 
 

@@ -395,6 +395,13 @@ def test_bad_input_is_one_line_nonzero_exit_and_trains_nothing(case, tmp_path, c
 # ------------------------------------------------------------------------- direct checks
 
 
+def test_help_says_plugins_execute_code():
+    from gapbench.cli import build_parser
+
+    run = build_parser()._subparsers._group_actions[0].choices["run"]
+    assert "EXECUTES its code" in " ".join(run.format_help().split())
+
+
 def test_lock_under_a_file_is_a_user_error_not_a_traceback(tmp_path):
     from gapbench.errors import UserError
 

@@ -55,6 +55,25 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     _atomic_write(path, lambda f: torch.save(obj, f))
 
 
+def check_writable_folder(folder: Path, what: str = "--out") -> None:
+    """Make `folder` if needed and create and delete a file in it: the one writability test that
+    also holds for read-only mounts, ACLs and network file systems. A UserError names the folder."""
+    from gapbench.errors import UserError
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} is a file, not a folder; pass {what} a folder for results")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".gapbench-probe-", suffix=".tmp")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise UserError(
+            f"cannot write to {folder} ({exc.strerror or exc}); pass a writable {what}"
+        ) from None
+
+
 def remove_stale_temps(folder: Path, older_than_s: float = STALE_AFTER_S) -> int:
     """Delete temporary files of killed writers in `folder`; returns how many went.
 
