@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,16 +206,37 @@ def _match_info(spec: RunSpec) -> dict[str, object]:
     }
 
 
+# A run that ended one of these ways is not trained again unless --force: a diverged run would
+# diverge again (training is deterministic); a smoke run (stopped_early) is.
+FINAL_STATUSES = ("complete", "diverged", "no_metric")
+
+
+def run_status(result: RunResult) -> tuple[str, str]:
+    """(status, reason): only a run that trained to its end and got finite metrics is scored."""
+    if result.diverged:
+        return "diverged", result.diverged
+    if result.stopped_early:
+        return "stopped_early", "--max-steps reached (a smoke run, never on a board)"
+    if not result.metrics:
+        return "no_metric", "the task's evaluation returned no metric"
+    bad = sorted(k for k, v in result.metrics.items() if not math.isfinite(v))
+    if bad:
+        return "no_metric", f"test metric(s) {', '.join(bad)} not finite"
+    return "complete", ""
+
+
 def build_record(
     spec: RunSpec, result: RunResult, profile: Profile, dataset: str, device: str
 ) -> RunRecord:
-    alive = sum(layer["alive"] for layer in result.per_layer.values())
+    # Read from the weights, not the masks: a record states what the model holds.
+    alive = sum(layer.get("nonzero", layer["alive"]) for layer in result.per_layer.values())
     total = sum(layer["numel"] for layer in result.per_layer.values())
-    sparse = spec.method != "dense" and spec.distribution != "dense"
+    status, reason = run_status(result)
     return RunRecord(
         schema=SCHEMA_VERSION,
         run_id=spec.run_id,
-        status="stopped_early" if result.stopped_early else "complete",
+        status=status,
+        status_reason=reason,
         identity=spec.identity(),
         task=spec.task,
         profile=spec.profile,
@@ -230,7 +252,7 @@ def build_record(
         metric=get_task_class(spec.task).metrics[0],
         metrics=result.metrics,
         val_metrics=result.val_metrics,
-        measured_sparsity=(1.0 - alive / total) if sparse and total else 0.0,
+        measured_sparsity=(1.0 - alive / total) if total else 0.0,
         prunable_params=total,
         alive_prunable_params=alive,
         conv_linear_density=result.conv_linear_alive / max(1, result.conv_linear_total),
@@ -299,14 +321,14 @@ def execute_locked(spec: RunSpec, options: ExecOptions) -> tuple[str, RunRecord 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return "trained", execute(spec, options)
     existing = find_record(options.out, spec.run_id)
-    if existing and existing.status == "complete" and not options.force:
+    if existing and existing.status in FINAL_STATUSES and not options.force:
         return f"reusing {existing.run_id} (use --force to rerun)", existing
     lock = RunLock(options.out, spec.run_id)
     if not lock.acquire():
         return f"skipped: another process is training {spec.run_id} ({lock.path})", None
     try:
         existing = find_record(options.out, spec.run_id)  # finished while we waited for the lock
-        if existing and existing.status == "complete" and not options.force:
+        if existing and existing.status in FINAL_STATUSES and not options.force:
             return f"reusing {existing.run_id} (written by another sweep)", existing
         return "trained", execute(spec, options)
     finally:

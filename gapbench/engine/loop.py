@@ -12,11 +12,17 @@ Inside a step, in this order (and why):
    on `plan.replaces_step` steps, where the mask update takes its place (RigL). A step the fp16
    scaler skips is no step: the method's schedule and the step counter do not advance;
 7. `method.update(step)`, and the step's FLOPs are charged at its real densities.
+
+A non-finite training loss stops the run (`Diverged`) before the optimizer steps on it: a
+diverged run is recorded as such, never scored as if it had trained. Under fp16 the scaled loss
+may overflow while the true loss is finite; the GradScaler handles that case, so the check reads
+the unscaled loss.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +37,14 @@ from gapbench.sparse.masks import MaskSet
 from gapbench.sparse.method import Method, Plan
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class Diverged(RuntimeError):
+    """The training loss went non-finite: the run stops and is recorded as diverged."""
+
+    def __init__(self, step: int, loss: float):
+        self.step, self.loss = step, loss
+        super().__init__(f"training loss {loss} at step {step}")
 
 
 def batch_samples(batch: Any) -> int:
@@ -124,6 +138,8 @@ class StepLoop:
         self.set_lr()
         self.optimizer.zero_grad(set_to_none=True)
         loss = self._backward(micro_batches)
+        if not math.isfinite(loss):
+            raise Diverged(step, loss)
         if self.ledger is not None:  # at the masks this step's forward and backward ran with
             samples = sum(self.samples(b) for b in micro_batches) * self.world
             self.ledger.charge_step(samples, plan.dense_grad(step))

@@ -24,10 +24,11 @@ from tqdm import tqdm
 from gapbench.engine import distributed
 from gapbench.engine.distributed import DistInfo, WorkerGroups
 from gapbench.engine.flops import FlopsLedger, measure_forward_flops
-from gapbench.engine.loop import StepLoop, batch_samples
+from gapbench.engine.loop import Diverged, StepLoop, batch_samples
 from gapbench.errors import UserError
 from gapbench.report.atomic import atomic_torch_save
 from gapbench.sparse.distribution import total_keep
+from gapbench.sparse.enforce import count_weights
 from gapbench.sparse.masks import MaskSet
 from gapbench.sparse.method import Budget, Context, Method
 from gapbench.sparse.partition import partitions_by_prefix
@@ -85,6 +86,7 @@ class RunResult:
     conv_linear_alive: int
     world_size: int
     extra: dict[str, Any] = field(default_factory=dict)
+    diverged: str = ""  # why the run stopped on a non-finite loss (then nothing is evaluated)
 
 
 def recalibrate_batchnorm(
@@ -373,7 +375,7 @@ class Trainer:
             first_epoch, history, elapsed_before = self._load()
             if self.dist.is_main:
                 print(f"{label}: resuming after epoch {first_epoch} from {checkpoint}", flush=True)
-        stopped = False
+        stopped, diverged = False, ""
         tracker = None
         if s.log and self.dist.is_main:
             from gapbench.engine.tracking import Tracker
@@ -390,9 +392,15 @@ class Trainer:
                 if hasattr(target, "set_epoch"):
                     target.set_epoch(data_epoch)
             first_step = self.loop.step
-            stats = self.loop.run_epoch(
-                epoch, self._epoch_batches(), s.accumulate, self.steps_per_epoch, s.max_steps
-            )
+            try:
+                stats = self.loop.run_epoch(
+                    epoch, self._epoch_batches(), s.accumulate, self.steps_per_epoch, s.max_steps
+                )
+            except Diverged as exc:
+                diverged = f"{exc} (epoch {epoch})"
+                if self.dist.is_main:
+                    print(f"{label}: diverged: {diverged}; recorded as diverged", flush=True)
+                break
             stopped = stats.stopped
             history.append(
                 {
@@ -412,11 +420,12 @@ class Trainer:
             self._save(epoch + 1, history, elapsed_before + time.time() - start)
             if stopped or (stop_after_epoch is not None and epoch + 1 >= stop_after_epoch):
                 break
-        if stop_after_epoch is not None and not stopped and len(history) < self.plan.epochs:
+        incomplete = not stopped and not diverged and len(history) < self.plan.epochs
+        if stop_after_epoch is not None and incomplete:
             if tracker is not None:
                 tracker.close()
             return None
-        result = self._finish(history, elapsed_before + time.time() - start, stopped)
+        result = self._finish(history, elapsed_before + time.time() - start, stopped, diverged)
         if tracker is not None:
             final = {f"test/{k}": v for k, v in result.metrics.items()}
             final.update({f"val/{k}": v for k, v in result.val_metrics.items()})
@@ -424,24 +433,35 @@ class Trainer:
             tracker.close()
         return result
 
-    def _finish(self, history: list[dict], elapsed: float, stopped: bool) -> RunResult:
+    def _finish(
+        self, history: list[dict], elapsed: float, stopped: bool, diverged: str = ""
+    ) -> RunResult:
+        """Settle and check the masks, count the weights, evaluate. A diverged run is neither
+        settled nor evaluated: its weights are not finite, its record says why."""
         method, masks, s = self.method, self.masks, self.settings
-        method.finish()
+        if not diverged:
+            method.finish()
         distributed.check_same_on_all_ranks(masks.checksum(), self.dist, "final masks")
-        if method.sparse:
+        weights = count_weights(masks)
+        if method.sparse and not diverged:
             self._check_exact_counts()
+            weights.check(f"method {method.name}")
         train_flops, same_steps = self.ledger.train_flops, self.ledger.dense_train_flops
         if self.groups is not None:  # every group's own steps, counted once per group
             train_flops = distributed.all_reduce_sum(train_flops, self.dist) / self.groups.size
             same_steps = distributed.all_reduce_sum(same_steps, self.dist) / self.groups.size
         metrics, val = {}, {}
-        if self.dist.is_main:
+        if self.dist.is_main and not diverged:
             metrics = self._evaluate(self.workload.test_loader)
             val = self._evaluate(self.workload.val_loader)
         distributed.barrier(self.dist)
-        per_layer = {n: {"numel": masks.numel(n), "alive": masks.count(n)} for n in masks.names}
+        # alive: what the mask keeps; nonzero: what the weights hold (records state the latter).
+        per_layer = {
+            n: {"numel": masks.numel(n), "alive": masks.count(n), "nonzero": weights.nonzero[n]}
+            for n in masks.names
+        }
         n_params = sum(p.numel() for p in self.model.parameters())
-        pruned = masks.total() - masks.alive()
+        pruned = masks.total() - weights.total_nonzero  # zero weights, whatever the masks say
         conv_linear = sum(self.selection.all_weights.values())
         dense_fwd = self.ledger.dense_inference_flops()
         return RunResult(
@@ -483,6 +503,7 @@ class Trainer:
             conv_linear_total=conv_linear,
             conv_linear_alive=conv_linear - pruned,
             world_size=self.dist.world_size,
+            diverged=diverged,
         )
 
     def _check_exact_counts(self) -> None:

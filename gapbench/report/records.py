@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from gapbench.report.atomic import atomic_write_text
+from gapbench.report.atomic import atomic_write_text, remove_stale_temps
 
 SCHEMA_VERSION = 2
 RECORDS_DIR = "records"
@@ -289,6 +289,7 @@ def load_records(out: Path) -> list[RunRecord]:
     several files (merged result folders) is kept from the first file in name order, with one
     warning saying whether the copies differ."""
     records: dict[str, tuple[Path, RunRecord]] = {}
+    remove_stale_temps(records_dir(out))  # left by writers that were killed mid-write
     for path in sorted(records_dir(out).glob("*.json")):
         try:
             record = _read(path)
