@@ -87,6 +87,9 @@ PROFILES = {
         method_defaults={
             "gap": {"partitions": 4, "rounds": 7, "epochs_per_step": 30, "finetune": 150},
             "gap[mode=parallel]": {"rounds": 8, "finetune": 150},
+            # GraSP's ImageNet pruner (GraSP_ImageNet.py): one image per class, scored in
+            # chunks of 20 (10 per class over 1000 classes would not fit a second backward).
+            "grasp": {"samples_per_class": 1, "parts": 50},
         },
         options={"image_size": 224},
     ),
