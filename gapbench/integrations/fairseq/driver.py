@@ -39,7 +39,7 @@ from gapbench.report.records import (
     write_record,
 )
 from gapbench.sparse.distribution import total_keep
-from gapbench.sparse.enforce import MaskEnforcer
+from gapbench.sparse.enforce import MaskEnforcer, count_weights
 from gapbench.sparse.masks import MaskSet
 from gapbench.sparse.method import Budget, Context
 from gapbench.sparse.partition import partitions_by_prefix
@@ -400,7 +400,11 @@ class Driver:
             "epochs": self.budget_epochs, "pattern": str(self.pattern),
             "config": config.hexdigest()[:12], "schema": SCHEMA_VERSION,
         }  # fmt: skip
-        alive, total = masks.alive(), masks.total()
+        # Read from the weights, not the masks: a nonzero pruned weight fails the run.
+        weights = count_weights(masks)
+        if self.cls.sparse:
+            weights.check(self.cls.name)
+        alive, total = weights.total_nonzero, masks.total()
         all_weights = sum(self.selection.all_weights.values())
         nan = float("nan")
         ver = versions()
@@ -423,7 +427,8 @@ class Driver:
             params_total=sum(p.numel() for p in self.model.parameters()),
             params_alive=sum(p.numel() for p in self.model.parameters()) - (total - alive),
             policy=self.selection.describe(",".join(self.dense_layers) or "none", self.exclude),
-            per_layer={n: {"numel": masks.numel(n), "alive": masks.count(n)} for n in masks.names},
+            per_layer={n: {"numel": masks.numel(n), "alive": weights.nonzero[n], "mask_alive": masks.count(n)}
+                       for n in masks.names},
             budget={"trainer_epochs": self.plan.epochs, "steps_per_epoch": self.spe,
                     "steps_run": self.step, "front_end": "fairseq"},
             plan=self.plan.points,
