@@ -53,10 +53,11 @@ def plan_flops(
     densities: Iterable[dict[str, float]],
     plan: Plan,
     steps_per_epoch: int,
-    samples_per_step: int,
+    samples_per_step: float,
 ) -> float:
     """Training FLOPs of a run whose epoch e runs at `densities[e]` (per layer; layers missing
-    are dense), charged as the ledger charges every step (engine/flops.py)."""
+    are dense), charged as the ledger charges every step (engine/flops.py); `samples_per_step`
+    is the epoch's samples over its steps (a last partial batch included)."""
     dense = sum(per_sample.values())
     total = 0.0
     for epoch, layer_density in enumerate(densities):
@@ -83,7 +84,7 @@ class FlopsEstimator:
     ):
         self.profile, self.workload = profile, workload
         self.dense_layers, self.pattern, self.global_batch = dense_layers, pattern, global_batch
-        self._fixed: dict[tuple, tuple[dict[str, float], dict[str, float], int, int]] = {}
+        self._fixed: dict[tuple, tuple[dict[str, float], dict[str, float], int, float]] = {}
 
     def _build(
         self, method: Method, epochs: int, sparsity: float, distribution: str, seed: int
@@ -138,7 +139,7 @@ class FlopsEstimator:
             densities,
             plan,
             trainer.steps_per_epoch,
-            trainer.budget.samples_per_step,
+            trainer.train_samples / trainer.steps_per_epoch,
         )
 
     def _fixed_densities(
@@ -148,7 +149,7 @@ class FlopsEstimator:
         sparsity: float,
         distribution: str,
         seed: int,
-    ) -> tuple[dict[str, float], dict[str, float], int, int]:
+    ) -> tuple[dict[str, float], dict[str, float], int, float]:
         """The target densities of a method that trains fixed masks: static sparse at the run's
         counts (no setup, no probe), or under `global` those its own setup finds (once)."""
         method = make_method()
@@ -161,15 +162,14 @@ class FlopsEstimator:
                 trainer.ledger.per_sample,
                 {n: stand_in.target_counts[n] / masks.numel(n) for n in masks.names},
                 trainer.steps_per_epoch,
-                trainer.budget.samples_per_step,
+                trainer.train_samples / trainer.steps_per_epoch,
             )
         return self._fixed[key]
 
     def dense_budget(self, epochs: int) -> float:
         """FLOPs of dense training for `epochs`."""
         trainer = self._build(_Target(), epochs, 0.0, "uniform", 0)
-        dense = sum(trainer.ledger.per_sample.values())
-        return 3 * dense * trainer.budget.samples_per_step * trainer.steps_per_epoch * epochs
+        return 3 * sum(trainer.ledger.per_sample.values()) * trainer.train_samples * epochs
 
 
 class _Target(Method):
