@@ -24,7 +24,7 @@ from gapbench.errors import UserError
 from gapbench.integrations.fairseq import USER_DIR
 from gapbench.integrations.fairseq.driver import parse_partitions
 from gapbench.integrations.fairseq.score import read_generate_output, score
-from gapbench.report.records import SCHEMA_VERSION, RunRecord, write_record
+from gapbench.report.records import REQUIRED_FLOPS, SCHEMA_VERSION, RunRecord, run_id, write_record
 
 HAVE_FAIRSEQ = importlib.util.find_spec("fairseq") is not None and all(
     shutil.which(tool) for tool in ("fairseq-preprocess", "fairseq-train", "fairseq-generate")
@@ -70,8 +70,10 @@ def _dummy_record() -> RunRecord:
             {} if kind.startswith("dict") else [] if kind.startswith("list")
             else 0.0 if kind == "float" else 0 if kind == "int" else None if "None" in kind else "x"
         )  # fmt: skip
-    values.update(schema=SCHEMA_VERSION, run_id="abc", status="complete", metric="bleu")
-    values.update(metrics={"bleu": float("nan")}, task="t", method="gap", distribution="uniform")
+    identity = {"task": "t", "method": "gap", "distribution": "uniform", "seed": 0}
+    values.update(schema=SCHEMA_VERSION, run_id=run_id(identity), identity=identity, seed=0)
+    values.update(status="no_metric", metric="bleu", metrics={}, task="t", method="gap")
+    values.update(distribution="uniform", flops=dict.fromkeys(REQUIRED_FLOPS))
     return RunRecord(**values)
 
 
@@ -87,6 +89,7 @@ def test_score_reads_generate_output_in_sentence_order_and_updates_the_record(tm
     assert score(gen, save_dir) == pytest.approx(100.0)
     data = json.loads(path.read_text())
     assert data["metrics"]["bleu"] == 100.0 and data["task_extra"]["bleu_sentences"] == 2
+    assert data["status"] == "complete"  # no_metric until scored
     assert "13a" in data["task_extra"]["bleu_signature"]
     refs_file = tmp_path / "refs.txt"
     refs_file.write_text("a dog ran home\nthe dog sat\n")

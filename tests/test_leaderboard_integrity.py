@@ -233,7 +233,7 @@ def _break(data: dict, path: str, value: Any) -> dict:
         ("metrics.top1", "91.2", "metrics.top1"),
         ("metrics.top1", KeyError, "metrics.top1"),
         ("flops", {}, "flops.train"),
-        ("flops.dense_inference", None, "flops.dense_inference"),
+        ("flops.dense_inference", "10", "flops.dense_inference"),
         ("seed", "0", "'seed'"),
         ("sparsity", True, "'sparsity'"),
         ("history", {}, "'history'"),

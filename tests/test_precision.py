@@ -19,7 +19,11 @@ from gapbench.sparse.method import Budget, Context
 def test_bf16_runs_every_tiny_profile_at_exact_sparsity(tmp_path, task):
     record = run_one(tmp_path, task=task, method="rigl", precision="bf16", max_steps=2)
     assert record.identity["precision"] == "bf16"
-    assert record.alive_prunable_params == round(0.1 * record.prunable_params)
+    kept = sum(layer["alive"] for layer in record.per_layer.values())  # the masks
+    assert kept == round(0.1 * record.prunable_params)
+    # The weights: never more than the masks keep (RigL grows at zero, so after two steps a few
+    # kept weights are still exactly zero; the record's count is read from the weights).
+    assert record.alive_prunable_params <= kept
     assert all(
         math.isfinite(h["train_loss"]) for h in record.history if h["train_loss"] is not None
     )

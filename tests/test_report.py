@@ -27,9 +27,18 @@ def fake(
     dist = "dense" if method == "dense" else "uniform"
     sparsity = 0.0 if method == "dense" else sparsity
     identity = {
-        "task": task, "profile": profile, "method": method, "params": {}, "sparsity": sparsity,
-        "distribution": dist, "seed": seed, "epochs": epochs, "budget_mode": mode,
-        "pattern": "unstructured", "match_ref": "gap" if mode == "flops" else "", "match_epochs": match_epochs or epochs,
+        "task": task,
+        "profile": profile,
+        "method": method,
+        "params": {},
+        "sparsity": sparsity,
+        "distribution": dist,
+        "seed": seed,
+        "epochs": epochs,
+        "budget_mode": mode,
+        "pattern": "unstructured",
+        "match_ref": "gap" if mode == "flops" else "",
+        "match_epochs": match_epochs or epochs,
     }
     return RunRecord(
         schema=SCHEMA_VERSION, run_id=run_id(identity), status="complete", identity=identity,

@@ -14,9 +14,9 @@ Inside a step, in this order (and why):
 7. `method.update(step)`, and the step's FLOPs are charged at its real densities.
 
 A non-finite training loss stops the run (`Diverged`) before the optimizer steps on it: a
-diverged run is recorded as such, never scored as if it had trained. Under fp16 the scaled loss
-may overflow while the true loss is finite; the GradScaler handles that case, so the check reads
-the unscaled loss.
+diverged run is recorded as such, never scored as if it had trained. Under fp16 an overflowing
+step is the GradScaler's to skip, so only `FP16_OVERFLOW_STEPS` non-finite losses in a row count
+as divergence there.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from gapbench.sparse.masks import MaskSet
 from gapbench.sparse.method import Method, Plan
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+FP16_OVERFLOW_STEPS = 20  # consecutive non-finite fp16 losses that mean divergence, not overflow
 
 
 class Diverged(RuntimeError):
@@ -95,6 +96,7 @@ class StepLoop:
         self.ledger, self.samples, self.world = ledger, samples, world
         self.train_module = train_module or model
         self.step = 0
+        self._nonfinite = 0  # non-finite losses in a row
         self.enforcer = (
             MaskEnforcer(masks, optimizer, before_mask=self._read) if method.sparse else None
         )
@@ -138,7 +140,8 @@ class StepLoop:
         self.set_lr()
         self.optimizer.zero_grad(set_to_none=True)
         loss = self._backward(micro_batches)
-        if not math.isfinite(loss):
+        self._nonfinite = 0 if math.isfinite(loss) else self._nonfinite + 1
+        if self._nonfinite > (FP16_OVERFLOW_STEPS - 1 if self.scaler else 0):
             raise Diverged(step, loss)
         if self.ledger is not None:  # at the masks this step's forward and backward ran with
             samples = sum(self.samples(b) for b in micro_batches) * self.world

@@ -13,6 +13,7 @@ shapes there (once) and then does the same. Without either, the config's own pat
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 from pathlib import Path
@@ -77,9 +78,10 @@ def build_config(
 
     cfg = Config.fromfile(str(config))
     if shapes is not None:
-        from tasks.detection.synthetic import write_synthetic
-
-        data_root = write_synthetic(Path(shapes).resolve())
+        # The detection task's generator, found by name like every task (the core never imports
+        # tasks/ statically): the same COCO-format shapes set gapbench's own SSD trains on.
+        synthetic = importlib.import_module("tasks.detection.synthetic")
+        data_root = synthetic.write_synthetic(Path(shapes).resolve())
     if data_root is not None:
         point_at(cfg, Path(data_root).resolve())
     if cfg_options:

@@ -61,7 +61,8 @@ def records_frame(records: list[RunRecord]) -> pd.DataFrame:
     for r in records:
         if r.status != SCORED and r.status not in UNSCORED:
             continue
-        dense_budget = r.flops.get("dense_train_budget") or float("nan")
+        flops = {k: float("nan") if v is None else v for k, v in r.flops.items()}
+        dense_budget = flops.get("dense_train_budget") or float("nan")
         flops_mode = r.budget_mode == "flops"
         if flops_mode and r.identity.get("match_epochs") and r.epochs:
             # The record prices dense training over the epochs this run trained; the comparison's
@@ -97,11 +98,11 @@ def records_frame(records: list[RunRecord]) -> pd.DataFrame:
             "measured_sparsity": r.measured_sparsity,
             "conv_linear_density": r.conv_linear_density,
             # Against dense training over the comparison's budget, for every method alike.
-            "train_flops_vs_dense": r.flops.get("train", float("nan")) / dense_budget,
-            "train_flops": r.flops.get("train", float("nan")),
-            "inference_flops_vs_dense": r.flops.get("inference", float("nan"))
-            / r.flops["dense_inference"]
-            if r.flops.get("dense_inference")
+            "train_flops_vs_dense": flops.get("train", float("nan")) / dense_budget,
+            "train_flops": flops.get("train", float("nan")),
+            "inference_flops_vs_dense": flops.get("inference", float("nan"))
+            / flops["dense_inference"]
+            if flops.get("dense_inference")
             else float("nan"),
             "trainer_epochs": r.budget.get("trainer_epochs", r.epochs),
             "wall_time_s": r.wall_time_s,

@@ -172,7 +172,7 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "status_reason": (str,),
 }
 OPTIONAL_FIELDS = ("status_reason",)
-# FLOPs the leaderboard divides by: a scored record must carry them as finite numbers.
+# FLOPs the leaderboard divides by: a scored record carries them, as finite numbers or null.
 REQUIRED_FLOPS = ("train", "dense_train_budget", "inference", "dense_inference")
 # Identity fields the record repeats at top level: both copies must agree.
 IDENTITY_ECHO = ("task", "profile", "method", "sparsity", "distribution", "seed", "epochs")
@@ -230,13 +230,16 @@ def validate_record(data: Any) -> None:
             raise RecordError(f"field {name!r} disagrees with 'identity.{name}'")
     if not 0.0 <= data["sparsity"] < 1.0:
         raise RecordError(f"field 'sparsity' is {data['sparsity']}, expected a value in [0, 1)")
-    if data["status"] != "complete":
-        return
-    if data["metric"] not in data["metrics"]:
+    if data["status"] == "complete" and data["metric"] not in data["metrics"]:
         raise RecordError(f"field 'metrics.{data['metric']}' (the primary metric) is missing")
     _check_finite_numbers("metrics", data["metrics"])
     _check_finite_numbers("val_metrics", data["val_metrics"])
-    _check_finite_numbers("flops", {k: data["flops"].get(k) for k in REQUIRED_FLOPS})
+    flops = data["flops"]
+    missing = [k for k in REQUIRED_FLOPS if k not in flops]
+    if missing:
+        raise RecordError(f"field 'flops.{missing[0]}' is missing")
+    # null: a front end that keeps no FLOPs ledger (fairseq); the board shows those cells empty.
+    _check_finite_numbers("flops", {k: flops[k] for k in REQUIRED_FLOPS if flops[k] is not None})
 
 
 def _reject_constant(token: str) -> None:

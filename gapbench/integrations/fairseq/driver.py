@@ -415,11 +415,12 @@ class Driver:
         except ImportError:  # pragma: no cover
             pass
         return RunRecord(
-            schema=SCHEMA_VERSION, run_id=run_id(identity), status="complete", identity=identity,
+            schema=SCHEMA_VERSION, run_id=run_id(identity), status="no_metric", identity=identity,
+            status_reason="not scored yet: run python -m gapbench.integrations.fairseq.score",
             task=task, profile="fairseq", dataset=Path((o.data or "").split(":")[0].rstrip("/")).name,
             method=self.cls.name, params=self.method.params.as_dict(), sparsity=identity["sparsity"],
             distribution=identity["distribution"], seed=o.seed, epochs=self.budget_epochs,
-            budget_mode="epochs", multiplier=1.0, metric="bleu", metrics={"bleu": nan},
+            budget_mode="epochs", multiplier=1.0, metric="bleu", metrics={},
             val_metrics=self.val_metrics,
             measured_sparsity=(1 - alive / total) if self.cls.sparse else 0.0, prunable_params=total,
             alive_prunable_params=alive,

@@ -81,6 +81,8 @@ def score(
     rec = RunRecord.from_dict(data)  # validates the schema before it is rewritten
     rec.metrics = {**rec.metrics, "bleu": round(float(result.score), 2)}
     rec.metric = "bleu"
+    if rec.status == "no_metric":  # trained, waiting for its BLEU: now scored
+        rec.status, rec.status_reason = "complete", ""
     rec.task_extra = {
         **rec.task_extra,
         "bleu_signature": str(bleu.get_signature()),
