@@ -59,3 +59,21 @@ def test_paper_profile_without_data_root_is_a_user_error():
 
     with pytest.raises(UserError, match="--data-root"):
         spec_for(profile="paper")
+
+
+def test_the_model_is_what_the_profile_declares():
+    """Widths, blocks and stem stride come from the profile (they were once ignored)."""
+    from dataclasses import replace
+
+    from tasks.classification.task import PROFILES, tiny_resnet
+
+    tiny = PROFILES["tiny"]
+    model = tiny_resnet(10, tiny)
+    assert model.conv1.out_channels == tiny.options["widths"][0]
+    assert model.conv1.stride == (tiny.options["stem_stride"],) * 2
+    names = {n for n, _ in model.named_parameters()}
+    assert "layer1.1.conv1.weight" in names and "layer1.2.conv1.weight" not in names
+    other = replace(tiny, options={**tiny.options, "widths": (8, 12, 20), "blocks": 1})
+    model = tiny_resnet(10, other)
+    assert model.fc.in_features == 20 and model.conv1.out_channels == 8
+    assert not any(n.startswith("layer1.1.") for n, _ in model.named_parameters())
