@@ -126,7 +126,7 @@ def _run_here(specs: list, options: Any) -> dict[str, int]:
         if record is None or outcome != "trained":
             print(f"{label}: {outcome}", flush=True)
             continue
-        if record.status != "complete":
+        if record.status in ("diverged", "no_metric"):
             print(f"{label}: {record.status}: {record.status_reason}", flush=True)
             continue
         metric = record.metrics.get(record.metric, float("nan"))

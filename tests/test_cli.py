@@ -121,7 +121,7 @@ def test_run_writes_records_and_leaderboard_then_reuses_them(tmp_path, capsys):
     assert "| gap | uniform | 0.90 |" in out and "| dense | dense | 0.00 |" in out
     csv = (tmp_path / "leaderboard.csv").read_text()
     assert csv.splitlines()[0].startswith(
-        "task,profile,budget_mode,multiplier,epochs,method,distribution,sparsity"
+        "task,profile,budget_mode,multiplier,epochs,match_ref,method,distribution,sparsity,pattern,variant"
     )
     assert (tmp_path / "leaderboard.md").read_text().count("| gap |") == 2
     assert list((tmp_path / "plots").glob("classification-digits-*-sparsity.png"))
