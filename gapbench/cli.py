@@ -215,7 +215,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     print()
     print(task_markdown(table, args.task))
     print(f"leaderboard written to {out / 'leaderboard.md'} and {out / 'leaderboard.csv'}")
+    if args.profile == "tiny":
+        print(
+            "(the quick tiny profile: the shipped board is `--profile bench`, its records and "
+            "leaderboard are in results/reference/; benchmarks/reference_runs.sh makes them)"
+        )
     return 0
+
+
+def headline_sparsity(task: str, profile: str) -> float:
+    """The sparsity a profile's headline board compares methods at (90% unless it says)."""
+    from gapbench.registry import get_task_class
+
+    return float(get_task_class(task)().profile(profile).options.get("headline_sparsity", 0.9))
+
+
+def cmd_check_board(args: argparse.Namespace) -> int:
+    from gapbench.report.board_checks import board_checks
+    from gapbench.report.records import load_records, records_dir
+
+    out = Path(args.out)
+    if not records_dir(out).is_dir():
+        raise UserError(f"no run records under {records_dir(out)}; pass the board's --out")
+    records = [r for r in load_records(out) if r.profile == args.profile]
+    if not records:
+        raise UserError(f"no records of profile {args.profile!r} under {records_dir(out)}")
+    tasks = sorted({r.task for r in records})
+    headlines = {(t, args.profile): headline_sparsity(t, args.profile) for t in tasks}
+    checks = board_checks(records, headlines)
+    for check in checks:
+        print(f"{'PASS' if check.ok else 'FAIL'}  {check.name}: {check.value}")
+    failed = sum(not c.ok for c in checks)
+    print(f"{len(checks) - failed} of {len(checks)} board checks hold")
+    return 1 if failed else 0
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -426,6 +458,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--vs", default="magnitude", help="reference method of the paired differences"
     )
     board.set_defaults(func=cmd_leaderboard)
+
+    check = sub.add_parser(
+        "check-board",
+        help="does a board measure methods? dense converged, schedules, test size, separation",
+    )
+    check.add_argument("--out", default="results/reference")
+    check.add_argument("--profile", default="bench")
+    check.set_defaults(func=cmd_check_board)
 
     published = sub.add_parser(
         "published", help="list the published numbers gapbench ships (with sources)"

@@ -166,6 +166,17 @@ def _leading(batch: Any) -> int | None:
     return None
 
 
+def _examples(loader: Any) -> int | None:
+    """Examples in a split (images, shapes, sentences); None where the loader cannot say."""
+    counted = getattr(loader, "samples_per_epoch", None) or getattr(loader, "dataset", None)
+    if isinstance(counted, int):
+        return counted
+    try:
+        return len(counted) if counted is not None else None
+    except TypeError:
+        return None
+
+
 class Trainer:
     def __init__(
         self,
@@ -482,6 +493,11 @@ class Trainer:
                 "accumulate": s.accumulate,
                 "world_size": self.dist.world_size,
                 "max_steps": s.max_steps,
+                # What a reader needs to judge the board: how much of the run warms up, and how
+                # many examples the reported metric averages over.
+                "lr_schedule": self.profile.lr_schedule.kind,
+                "warmup_steps": self.loop.warmup,
+                "test_examples": _examples(self.workload.test_loader),
             },
             plan_points=self.plan.points,
             method_log=method.log,
