@@ -6,7 +6,11 @@ seeded) like the detection shapes: 10 classes = 5 shapes (circle, square, triang
 cross) x 2 fills (solid, outline), each drawn with a random colour, size, position and rotation on
 a noisy gradient background, with a smaller distractor shape of any class. Telling solid from
 outline and the shape from a distractor under noise takes capacity, which is what a sparsity
-benchmark needs. 500 train, 50 validation and 200 test images per class. Images are drawn at 4x and downsampled (anti-aliased), saved as PNG.
+benchmark needs. Images are drawn at 4x and downsampled (anti-aliased), saved as PNG.
+
+Split sizes (images per class) are a parameter: the default 500/50/200 is the set the shipped
+records read (folder `shapes10-v2`); any other sizes are another data set, in a folder named by
+its sizes (`shapes10-v2-1200-100-300`), since every image after the first changes with them.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ VERSION = 2
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")
 FILLS = ("solid", "outline")
 CLASSES = [f"{shape}-{fill}" for shape in SHAPES for fill in FILLS]
-SPLITS = {"train": 500, "val": 50, "test": 200}  # images per class
+SPLITS = {"train": 500, "val": 50, "test": 200}  # images per class (the v2 records' set)
 SIZE = 20
 SCALE = 4  # drawing supersampling
 
@@ -118,17 +122,30 @@ def render(label: int, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.clip(small, 0, 255).astype(np.uint8), "RGB")
 
 
-def ensure_shapes(cache_dir: Path, seed: int = 0) -> Path:
+def folder_name(splits: dict[str, int] | None = None) -> str:
+    """The cache folder of the set with these split sizes (images per class)."""
+    splits = splits or SPLITS
+    if splits == SPLITS:
+        return f"shapes10-v{VERSION}"
+    return f"shapes10-v{VERSION}-" + "-".join(str(splits[s]) for s in ("train", "val", "test"))
+
+
+def ensure_shapes(cache_dir: Path, seed: int = 0, splits: dict[str, int] | None = None) -> Path:
     """Write the set once into cache_dir (ImageFolder: split/class/NNNNN.png); a marker file
-    records completion, so an interrupted write is redone, never half-read."""
-    root = Path(cache_dir) / f"shapes10-v{VERSION}"
-    return generate_once(root, (root / "COMPLETE.json").exists, lambda: _write(root, seed))
+    records completion, so an interrupted write is redone, never half-read. `splits`: images
+    per class of train, val and test (default SPLITS)."""
+    splits = dict(splits or SPLITS)
+    if set(splits) != set(SPLITS) or min(splits.values()) < 1:
+        raise ValueError(f"splits needs train, val and test counts >= 1, got {splits}")
+    root = Path(cache_dir) / folder_name(splits)
+    return generate_once(root, (root / "COMPLETE.json").exists, lambda: _write(root, seed, splits))
 
 
-def _write(root: Path, seed: int) -> None:
+def _write(root: Path, seed: int, splits: dict[str, int]) -> None:
     tmp = root.with_name(root.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    for split_index, (split, per_class) in enumerate(SPLITS.items()):
+    for split_index, split in enumerate(SPLITS):  # fixed split order: the RNG streams
+        per_class = splits[split]
         rng = np.random.default_rng([seed, VERSION, split_index])
         for label, name in enumerate(CLASSES):
             folder = tmp / split / name
@@ -136,7 +153,7 @@ def _write(root: Path, seed: int) -> None:
             for i in range(per_class):
                 render(label, rng).save(folder / f"{i:05d}.png")
     (tmp / "COMPLETE.json").write_text(
-        json.dumps({"version": VERSION, "classes": CLASSES, "per_class": SPLITS, "size": SIZE})
+        json.dumps({"version": VERSION, "classes": CLASSES, "per_class": splits, "size": SIZE})
     )
     shutil.rmtree(root, ignore_errors=True)
     tmp.rename(root)

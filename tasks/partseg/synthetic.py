@@ -18,7 +18,7 @@ from tasks.partseg.categories import CATEGORIES
 
 FOLDER = "shapenetcore_partanno_segmentation_benchmark_v0_normal"
 TINY_CATEGORIES = ("Airplane", "Lamp", "Mug", "Table")
-SPLIT_SIZES = {"train": 64, "val": 8, "test": 24}  # shapes per category
+SPLIT_SIZES = {"train": 64, "val": 8, "test": 24}  # shapes per category (the v1 records' set)
 POINTS_PER_SHAPE = 1024
 VERSION = "1"
 
@@ -130,34 +130,47 @@ def write_shape(path: Path, rows: np.ndarray) -> None:
     np.savetxt(path, rows, fmt=["%.6f"] * 6 + ["%d"])
 
 
-def ensure_tiny(cache_dir: Path, seed: int = 0) -> Path:
-    """Generate the tiny data set once into cache_dir and return its root."""
-    root = Path(cache_dir) / FOLDER
+def set_name(splits: dict[str, int] | None = None) -> str:
+    """The generated set's name: version and shapes per category of train/val/test."""
+    splits = splits or SPLIT_SIZES
+    return f"twin-v{VERSION}-" + "-".join(str(splits[s]) for s in SPLIT_SIZES)
+
+
+def ensure_tiny(cache_dir: Path, seed: int = 0, splits: dict[str, int] | None = None) -> Path:
+    """Generate the twin once into cache_dir and return its root. `splits`: shapes per category
+    of train, val and test. The default sizes live in cache_dir/FOLDER (the v1 records' set);
+    any other sizes are another set (every shape after the first changes with them), in
+    cache_dir/twin-v<VERSION>-<train>-<val>-<test>/FOLDER."""
+    splits = dict(splits or SPLIT_SIZES)
+    if set(splits) != set(SPLIT_SIZES) or min(splits.values()) < 1:
+        raise ValueError(f"splits needs train, val and test counts >= 1, got {splits}")
+    parent = Path(cache_dir) if splits == SPLIT_SIZES else Path(cache_dir) / set_name(splits)
+    root = parent / FOLDER
     stamp = root / ".complete"
     done = lambda: stamp.is_file() and stamp.read_text() == VERSION  # noqa: E731
-    return generate_once(root, done, lambda: _write(root, seed))
+    return generate_once(root, done, lambda: _write(root, seed, splits))
 
 
-def _write(root: Path, seed: int) -> None:
+def _write(root: Path, seed: int, splits: dict[str, int]) -> None:
     stamp = root / ".complete"
     rng = np.random.default_rng(seed)
     split_dir = root / "train_test_split"
     split_dir.mkdir(parents=True, exist_ok=True)
     lines = []
-    splits: dict[str, list[str]] = {s: [] for s in SPLIT_SIZES}
+    lists: dict[str, list[str]] = {s: [] for s in SPLIT_SIZES}
     for cat in TINY_CATEGORIES:
         syn = CATEGORIES[cat][0]
         lines.append(f"{cat}\t{syn}")
         (root / syn).mkdir(exist_ok=True)
         k = 0
-        for split, count in SPLIT_SIZES.items():
-            for _ in range(count):
+        for split in SPLIT_SIZES:  # fixed split order: the RNG stream
+            for _ in range(splits[split]):
                 sid = f"tiny{k:05d}"
                 write_shape(root / syn / f"{sid}.txt", make_shape(rng, cat))
-                splits[split].append(f"shape_data/{syn}/{sid}")
+                lists[split].append(f"shape_data/{syn}/{sid}")
                 k += 1
     (root / "synsetoffset2category.txt").write_text("\n".join(lines) + "\n")
-    for split, entries in splits.items():
+    for split, entries in lists.items():
         order = np.random.default_rng(seed + 1).permutation(len(entries))
         shuffled = [entries[i] for i in order]
         (split_dir / f"shuffled_{split}_file_list.json").write_text(json.dumps(shuffled))
