@@ -72,7 +72,7 @@ PROFILES = {
             **_SMALL,
             "method_defaults": {
                 **_SMALL["method_defaults"],
-                "gap": {"partitions": 3, "rounds": 2, "epochs_per_step": 1, "finetune": 2},
+                "gap": {"partitions": 3, "rounds": 2, "epochs_per_step": 1},
             },
         },
     ),
@@ -90,7 +90,10 @@ PROFILES = {
         **{
             **_SMALL,
             "method_defaults": {
-                "gap": {"partitions": 3, "rounds": 4, "epochs_per_step": 1, "finetune": 3},
+                # F = the rest of the budget (3 epochs), so --multiplier and FLOPs-matched
+                # budgets stretch it; P-GaP: R x T + F per worker.
+                "gap": {"partitions": 3, "rounds": 4, "epochs_per_step": 1},
+                "gap[mode=parallel]": {"finetune": 3},
                 "magnitude": {"end": 0.6},
                 "rigl": {"delta_t": 100, "delta_t_batch": 64},
                 "set[variant=rigl]": {"delta_t": 100, "delta_t_batch": 64},

@@ -58,7 +58,7 @@ PROFILES = {
         dense_layers="first,last",
         partitions=PARTITIONS,
         method_defaults={
-            "gap": {"partitions": 3, "rounds": 2, "epochs_per_step": 1, "finetune": 2},
+            "gap": {"partitions": 3, "rounds": 2, "epochs_per_step": 1},
             "rigl": {"delta_frac": 0.05},
             "set[variant=rigl]": {"delta_frac": 0.05},
         },
@@ -80,7 +80,9 @@ PROFILES = {
         dense_layers="first,last",
         partitions=PARTITIONS,
         method_defaults={
-            "gap": {"partitions": 3, "rounds": 3, "epochs_per_step": 1, "finetune": 2},
+            # F = the rest of the budget (2 epochs); P-GaP: R x T + F per worker.
+            "gap": {"partitions": 3, "rounds": 3, "epochs_per_step": 1},
+            "gap[mode=parallel]": {"finetune": 2},
             "magnitude": {"end": 0.6},
             "rigl": {"delta_frac": 0.05},
             "set[variant=rigl]": {"delta_frac": 0.05},
