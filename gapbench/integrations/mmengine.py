@@ -174,7 +174,7 @@ class GapbenchSparsityHook(Hook):
         )
         batch = max(1, len(self._probe_data(model)["inputs"]))
         self.ledger = FlopsLedger({k: v / batch for k, v in per_batch.items()}, self.masks)
-        self.train_samples = len(runner.train_dataloader.dataset)
+        self.train_samples = epoch_samples(runner.train_dataloader, get_world_size())
         ctx = Context(
             model, optimizer, self.masks, Budget(self.plan.epochs, spe), self.sparsity, self.distribution,
             self.seed, selection.prunable, groups, selection.dense_layers + selection.excluded, pattern=self.pattern,
@@ -236,7 +236,7 @@ class GapbenchSparsityHook(Hook):
         def data(m: nn.Module) -> dict[str, Any]:
             if "batch" not in cache:
                 states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
-                cache["batch"] = next(iter(runner.train_dataloader))
+                cache["batch"] = first_batch(runner.train_dataloader)
                 random.setstate(states[0])
                 np.random.set_state(states[1])
                 torch.set_rng_state(states[2])
@@ -310,10 +310,11 @@ class GapbenchSparsityHook(Hook):
     def after_train_iter(
         self, runner, batch_idx: int, data_batch: Any = None, outputs: Any = None
     ) -> None:
+        # Every iteration's forward and backward is charged, at the masks it ran with (before the
+        # update); with gradient accumulation several iterations feed one optimizer step.
+        samples = len((data_batch or {}).get("inputs", ())) * get_world_size()
+        self.ledger.charge_step(samples, self.plan.dense_grad(self.step))
         if getattr(self, "_stepped", False):
-            # Charged at the masks this step's forward and backward ran with, before the update.
-            samples = len((data_batch or {}).get("inputs", ())) * get_world_size()
-            self.ledger.charge_step(samples, self.plan.dense_grad(self.step))
             self.method.update(self.step)
             self.step += 1
 
@@ -494,6 +495,30 @@ def config_hash(cfg: Any) -> str:
     data = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
     blob = json.dumps(_clean(data), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def epoch_samples(loader: Any, world_size: int) -> int:
+    """Samples one training epoch feeds, all ranks together: mmengine's DefaultSampler states its
+    `total_size` (padded to a multiple of the ranks unless round_up=False), another sampler its
+    length per rank; else the dataset's length."""
+    sampler = getattr(loader, "sampler", None)
+    if isinstance(getattr(sampler, "total_size", None), int):
+        return sampler.total_size
+    try:
+        return len(sampler) * world_size
+    except TypeError:  # no sampler, or one without a length
+        return len(loader.dataset)
+
+
+def first_batch(loader: Any) -> Any:
+    """The dataset's first batch-size samples, collated as `loader` collates them: the probes'
+    fixed batch. Read from the dataset, never by iterating the loader: an abandoned iteration
+    leaves state behind (mmdet's AspectRatioBatchSampler keeps the batch it yielded in its buckets
+    and yields it again in the next epoch, one extra step that also differs on resume) and would
+    start worker processes."""
+    dataset = loader.dataset
+    size = loader.batch_size or getattr(loader.batch_sampler, "batch_size", None) or 1
+    return loader.collate_fn([dataset[i] for i in range(min(size, len(dataset)))])
 
 
 def _flatten(value: Any) -> list[Any]:
