@@ -1,5 +1,10 @@
-"""`--match flops`: give every sparse method of a comparison the epochs at which its training FLOPs
-equal the reference method's at the budget (within 5%, checked), priced from plans before training.
+"""`--match flops`: give every method of a comparison (dense included) the budget at which its
+training FLOPs equal the reference method's (within 5%, checked), priced from plans before training.
+
+Whole epochs where one lands within 5%; otherwise a budget in optimizer steps that ends inside its
+last epoch (`RunSpec.train_steps`): dense, whose epochs cost 2-3x a sparse method's, is seldom a
+whole number of epochs away from the reference, so without fractional epochs it would drop off the
+board.
 
 The price of a budget depends on the task, the method, its parameters, the sparsity, the
 distribution and the pattern, not on the seed: it is computed once per combination (seed 0's
@@ -13,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -60,6 +66,28 @@ def _estimator(spec: RunSpec) -> FlopsEstimator:
     )
 
 
+def match_steps(
+    price: Callable[[int], float | None], target: float, epochs: int, steps_per_epoch: int
+) -> tuple[int | None, int, float]:
+    """(steps, epochs, price): the optimizer-step budget near `epochs` whose price is closest to
+    `target` (bisection over steps; prices grow with steps). `steps` is None when the best is a
+    whole number of epochs after all."""
+    lo, hi = max(1, (epochs - 2) * steps_per_epoch), (epochs + 2) * steps_per_epoch
+    while lo < hi:  # smallest step count whose price reaches the target
+        mid = (lo + hi) // 2
+        value = price(mid)
+        if value is not None and value >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    priced = [(n, v) for n in (lo - 1, lo) if n >= 1 and (v := price(n)) is not None]
+    if not priced:
+        raise UserError(f"no budget near {epochs} epochs can be priced for the method")
+    n, value = min(priced, key=lambda p: abs(p[1] - target))
+    whole = n % steps_per_epoch == 0
+    return (None if whole else n), -(-n // steps_per_epoch), value
+
+
 def match_flops(specs: list[RunSpec], ref: str, log=print) -> list[RunSpec]:
     """FLOPs-matched copies of `specs` (budget_mode "flops"); the reference keeps its epochs."""
     refs = {(s.sparsity, s.distribution): s for s in specs if s.method == ref}
@@ -78,6 +106,7 @@ def match_flops(specs: list[RunSpec], ref: str, log=print) -> list[RunSpec]:
         distribution: str,
         dense_key: str,
         epochs: int,
+        steps: int | None = None,
     ) -> float | None:
         spec = next(
             s
@@ -91,18 +120,18 @@ def match_flops(specs: list[RunSpec], ref: str, log=print) -> list[RunSpec]:
         cls = get_method_class(method)
         try:
             return estimators[key].train_flops(
-                lambda: cls(**spec.params), epochs, sparsity, distribution
+                lambda: cls(**spec.params), epochs, sparsity, distribution, steps=steps
             )
         except BudgetTooShort:
             return None  # shorter than the method's fixed schedule allows
 
+    def steps_per_epoch(spec: RunSpec) -> int:
+        key = (spec.dense_layers, spec.pattern, spec.batch_size)
+        if key not in estimators:
+            estimators[key] = _estimator(spec)
+        return estimators[key].steps_per_epoch()
+
     for spec in specs:
-        if not get_method_class(spec.method).sparse:
-            # Dense takes whole epochs of full cost: a sparse method's budget is seldom a whole
-            # number of them. It stays the epochs-mode reference it is.
-            log(f"match flops: {spec.method} is dense: kept at {spec.epochs} epochs (epochs mode)")
-            out.append(spec)
-            continue
         reference = refs.get((spec.sparsity, spec.distribution)) or next(iter(refs.values()))
         try:
             target = price(
@@ -125,6 +154,23 @@ def match_flops(specs: list[RunSpec], ref: str, log=print) -> list[RunSpec]:
                     target,
                     spec.epochs,
                 )
+            train_steps = None
+            if abs(reached - target) / target > TOLERANCE:  # end inside an epoch instead
+                spe = steps_per_epoch(spec)
+                train_steps, epochs, reached = match_steps(
+                    lambda n, s=spec, spe=spe: price(
+                        s.method,
+                        repr(s.params),
+                        s.sparsity,
+                        s.distribution,
+                        s.dense_layers,
+                        -(-n // spe),
+                        n if n % spe else None,
+                    ),
+                    target,
+                    epochs,
+                    spe,
+                )
         except UserError as exc:  # a pricing failure is one clear line, never a retry
             raise UserError(f"--match flops: cannot price {spec.method}: {exc}") from exc
         error = abs(reached - target) / target
@@ -132,13 +178,15 @@ def match_flops(specs: list[RunSpec], ref: str, log=print) -> list[RunSpec]:
             raise UserError(
                 f"--match flops: {spec.method} cannot get within 5% of {ref}'s training FLOPs (best {epochs} epochs, {100 * error:.1f}% off)"
             )
+        budget = f"{epochs} epochs" + (f" ({train_steps} steps)" if train_steps else "")
         log(
-            f"match flops: {spec.method} s={spec.sparsity} {spec.distribution}: {epochs} epochs ({reached / target:.3f}x {ref}'s FLOPs at {reference.epochs} epochs)"
+            f"match flops: {spec.method} s={spec.sparsity} {spec.distribution}: {budget} ({reached / target:.3f}x {ref}'s FLOPs at {reference.epochs} epochs)"
         )
         out.append(
             dataclasses.replace(
                 spec,
                 epochs=epochs,
+                train_steps=train_steps,
                 budget_mode="flops",
                 match_ref=ref,
                 match_epochs=reference.epochs,

@@ -147,6 +147,7 @@ def execute(
         accumulate=accumulate,
         precision=spec.precision,
         max_steps=spec.max_steps,
+        train_steps=spec.train_steps,
         channels_last=options.channels_last,
         compile=options.compile,
         checkpoint=checkpoint_path(options.out, spec),

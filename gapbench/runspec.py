@@ -97,6 +97,10 @@ class RunSpec:
     multiplier: float = 1.0
     match_ref: str = ""  # flops mode: the reference method and its epochs
     match_epochs: int = 0
+    # FLOPs matching where no whole number of epochs lands within 5%: the run's optimizer steps
+    # (it ends inside epoch `epochs`). Left out of the identity when unset, so whole-epoch runs
+    # keep their ids.
+    train_steps: int | None = None
     data_root: str | None = field(default=None, compare=False)
     match_target_flops: float = field(default=0.0, compare=False)  # recorded, not identity
 
@@ -106,6 +110,8 @@ class RunSpec:
         d.pop("match_target_flops")
         d["data"] = data_identity(self.data_root) if self.data_root else None
         d["schema"] = SCHEMA_VERSION
+        if d["train_steps"] is None:
+            d.pop("train_steps")
         return d
 
     @property
@@ -116,6 +122,7 @@ class RunSpec:
         return (
             f"{self.task} {self.method} sparsity={self.sparsity} {self.distribution} "
             f"seed={self.seed} epochs={self.epochs}"
+            + (f" ({self.train_steps} steps)" if self.train_steps is not None else "")
         )
 
     def build_method(self) -> Method:

@@ -128,3 +128,16 @@ def test_the_price_of_a_run_is_what_its_ledger_charges(
     ratio = priced / record.flops["train"]
     print(f"{method} {distribution} {pattern}: priced / charged = {ratio:.4f}")
     assert ratio == pytest.approx(1.0, abs=0.01)
+
+
+def test_match_steps_ends_a_budget_inside_an_epoch_when_no_whole_epoch_is_within_five_percent():
+    from gapbench.matching import match_steps
+
+    spe, per_step = 17, 3.0  # dense: every step costs the same
+    target = per_step * 27.4  # 1.61 epochs: 1 epoch is 38% short, 2 are 24% over
+    steps, epochs, reached = match_steps(lambda n: per_step * n, target, 2, spe)
+    assert (steps, epochs) == (27, 2) and abs(reached / target - 1) < 0.02
+    whole, epochs, _ = match_steps(lambda n: per_step * n, per_step * 34, 2, spe)
+    assert whole is None and epochs == 2  # exactly two epochs: a whole-epoch budget
+    short = match_steps(lambda n: None if n < 20 else per_step * n, per_step * 10, 1, spe)
+    assert short[0] == 20  # never below the first feasible budget

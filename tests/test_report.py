@@ -224,14 +224,19 @@ def test_flops_matched_runs_reach_the_reference_flops_within_five_percent(tmp_pa
 
     runs = {r["method"]: r for r in records(tmp_path)}
     reference = runs["gap"]["flops"]["train"]
-    assert runs["dense"]["budget_mode"] == "epochs"  # dense keeps whole epochs
-    for method in ("static", "rigl", "magnitude"):
+    # Dense is on the matched board too: no whole number of its epochs is within 5% of gap's
+    # FLOPs, so its budget ends inside an epoch (a step count), and it trains exactly that.
+    dense = runs["dense"]
+    assert dense["budget_mode"] == "flops" and dense["identity"]["train_steps"] is not None
+    assert dense["budget"]["steps_run"] == dense["identity"]["train_steps"]
+    assert dense["budget"]["exact_epochs"] % 1 != 0
+    for method in ("static", "rigl", "magnitude", "dense"):
         record = runs[method]
         assert record["budget_mode"] == "flops" and record["identity"]["match_ref"] == "gap"
         assert record["plan"]["match_epochs"] == 6 and record["epochs"] != 6
         assert abs(record["flops"]["train"] / reference - 1) <= 0.05, method
     table = pd.read_csv(tmp_path / "leaderboard.csv")
     matched = table[table["budget_mode"] == "flops"].set_index("method")["train_flops_vs_dense"]
-    for method in ("static", "rigl", "magnitude"):  # on the comparison's budget, as gap's
+    for method in ("static", "rigl", "magnitude", "dense"):  # on the comparison's budget
         assert abs(matched[method] / matched["gap"] - 1) <= 0.05, method
     assert "training FLOPs matched to gap" in (tmp_path / "leaderboard.md").read_text()

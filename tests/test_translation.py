@@ -51,6 +51,31 @@ def test_beam_one_equals_greedy():
     assert beam_search(model, src, beam=1) == greedy(model, src)
 
 
+def test_incremental_decoding_equals_the_full_decoder():
+    """decode_step (cached keys/values, rows reordered as beam search does) gives the logits of
+    decode over the whole prefix."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=40, d_model=32, ffn_dim=64, heads=4, encoder_layers=2,
+                      decoder_layers=2, dropout=0.0)  # fmt: skip
+    model = Transformer(cfg).eval()
+    src = torch.randint(4, 40, (3, 6))
+    src[0, -2:] = 1  # padding
+    memory, mask = model.encode(src)
+    state = model.start_decoding(memory, mask)
+    prefix = torch.randint(4, 40, (3, 1))
+    with torch.no_grad():
+        for _ in range(5):
+            step = model.decode_step(prefix[:, -1], state)
+            full = model.decode(prefix, memory, mask)[:, -1]
+            assert torch.allclose(step, full, atol=1e-5)
+            rows = torch.tensor([0, 0, 2])  # beams of one sentence trade places
+            prefix, memory, mask = prefix[rows], memory[rows], mask[rows]
+            state.select(rows)
+            state.mem_mask = mask
+            state.memory_kv = [(k[rows], v[rows]) for k, v in state.memory_kv]
+            prefix = torch.cat([prefix, torch.randint(4, 40, (3, 1))], dim=1)
+
+
 def test_token_batches_bounded():
     lens = [3, 9, 4, 12, 7, 7, 2, 30]
     batches = make_batches(lens, lens, max_tokens=20)

@@ -54,18 +54,25 @@ def plan_flops(
     plan: Plan,
     steps_per_epoch: int,
     samples_per_step: float,
+    total_steps: int | None = None,
 ) -> float:
     """Training FLOPs of a run whose epoch e runs at `densities[e]` (per layer; layers missing
     are dense), charged as the ledger charges every step (engine/flops.py); `samples_per_step`
-    is the epoch's samples over its steps (a last partial batch included)."""
+    is the epoch's samples over its steps (a last partial batch included). A budget in steps
+    (`total_steps`) ends inside its last epoch: only the steps it runs are charged."""
     dense = sum(per_sample.values())
     total = 0.0
     for epoch, layer_density in enumerate(densities):
         forward = sum(f * layer_density.get(n, 1.0) for n, f in per_sample.items())
         first = epoch * steps_per_epoch
-        dense_grad_steps = sum(plan.dense_grad(s) for s in range(first, first + steps_per_epoch))
+        last = first + steps_per_epoch
+        if total_steps is not None:
+            last = min(last, total_steps)
+        if last <= first:
+            break
+        dense_grad_steps = sum(plan.dense_grad(s) for s in range(first, last))
         total += samples_per_step * (
-            steps_per_epoch * 3 * forward + dense_grad_steps * (dense - forward)
+            (last - first) * 3 * forward + dense_grad_steps * (dense - forward)
         )
     return total
 
@@ -87,10 +94,17 @@ class FlopsEstimator:
         self._fixed: dict[tuple, tuple[dict[str, float], dict[str, float], int, float]] = {}
 
     def _build(
-        self, method: Method, epochs: int, sparsity: float, distribution: str, seed: int
+        self,
+        method: Method,
+        epochs: int,
+        sparsity: float,
+        distribution: str,
+        seed: int,
+        steps: int | None = None,
     ) -> Trainer:
         settings = TrainSettings(
             epochs=epochs,
+            train_steps=steps,
             sparsity=sparsity,
             distribution=distribution,
             dense_layers=self.dense_layers,
@@ -110,10 +124,12 @@ class FlopsEstimator:
         sparsity: float,
         distribution: str,
         seed: int = 0,
+        steps: int | None = None,
     ) -> float:
-        """Estimated training FLOPs of `epochs` (the comparison budget) for a fresh method.
-        Raises BudgetTooShort when the method's plan refuses `epochs`, UserError when the method
-        cannot be priced before training."""
+        """Estimated training FLOPs of `epochs` (the comparison budget; with `steps`, a budget
+        that ends inside its last epoch) for a fresh method. Raises BudgetTooShort when the
+        method's plan refuses `epochs`, UserError when the method cannot be priced before
+        training."""
         method = make_method()
         cls = type(method)
         if method.sparse and (reason := cls.flops_unpredictable(distribution)):
@@ -126,8 +142,8 @@ class FlopsEstimator:
             per_sample, density, spe, samples = self._fixed_densities(
                 make_method, epochs, sparsity, distribution, seed
             )
-            return plan_flops(per_sample, [density] * epochs, Plan(epochs), spe, samples)
-        trainer = self._build(method, epochs, sparsity, distribution, seed)
+            return plan_flops(per_sample, [density] * epochs, Plan(epochs), spe, samples, steps)
+        trainer = self._build(method, epochs, sparsity, distribution, seed, steps)
         plan = trainer.plan
         densities = (
             [method.expected_densities(e) for e in range(plan.epochs)]
@@ -140,7 +156,12 @@ class FlopsEstimator:
             plan,
             trainer.steps_per_epoch,
             trainer.train_samples / trainer.steps_per_epoch,
+            steps,
         )
+
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one epoch of this workload at this batch."""
+        return self._build(_Target(), 1, 0.0, "uniform", 0).steps_per_epoch
 
     def _fixed_densities(
         self,

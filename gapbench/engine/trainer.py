@@ -57,6 +57,7 @@ class TrainSettings:
     accumulate: int = 1
     precision: str = "fp32"
     max_steps: int | None = None
+    train_steps: int | None = None  # a budget ending inside its last epoch (FLOPs matching)
     channels_last: bool = False
     compile: bool = False
     checkpoint: Path | None = None
@@ -225,9 +226,22 @@ class Trainer:
         self.train_samples = int(train_samples) or self.steps_per_epoch
         samples_per_step = max(1, round(self.train_samples / self.steps_per_epoch))
         workers = self.groups.count if self.groups else 1
-        comparison = Budget(s.epochs, self.steps_per_epoch, samples_per_step, workers)
+        steps = s.train_steps
+        if steps is not None and not (s.epochs - 1) * self.steps_per_epoch < steps:
+            raise UserError(
+                f"a budget of {steps} steps does not end inside epoch {s.epochs} "
+                f"({self.steps_per_epoch} steps per epoch)"
+            )
+        comparison = Budget(s.epochs, self.steps_per_epoch, samples_per_step, workers, steps)
         self.plan = self.method.plan(comparison)
-        self.budget = Budget(self.plan.epochs, self.steps_per_epoch, samples_per_step, workers)
+        if steps is not None and self.plan.epochs != s.epochs:
+            raise UserError(
+                f"{self.method.name} trains {self.plan.epochs} epochs on a budget of {s.epochs}: "
+                "a budget ending inside an epoch needs a method that trains the budget's epochs"
+            )
+        self.budget = Budget(
+            self.plan.epochs, self.steps_per_epoch, samples_per_step, workers, steps
+        )
         partitions = {
             k: partitions_by_prefix(prunable, prefixes)
             for k, prefixes in self.profile.partitions.items()
@@ -290,6 +304,12 @@ class Trainer:
                 batch = next(iter(w.train_loader))
             cache[samples_per_class] = self.move(batch, self.device)
         return cache[samples_per_class]
+
+    @property
+    def exact_epochs(self) -> float:
+        """The comparison budget in epochs, fractional when it ends inside an epoch."""
+        s = self.settings
+        return s.epochs if s.train_steps is None else s.train_steps / self.steps_per_epoch
 
     def _probe_loss(
         self,
@@ -403,9 +423,11 @@ class Trainer:
                 if hasattr(target, "set_epoch"):
                     target.set_epoch(data_epoch)
             first_step = self.loop.step
+            # A budget in steps ends inside its last epoch; every other epoch runs whole.
+            steps_this_epoch = min(self.steps_per_epoch, self.budget.total_steps - self.loop.step)
             try:
                 stats = self.loop.run_epoch(
-                    epoch, self._epoch_batches(), s.accumulate, self.steps_per_epoch, s.max_steps
+                    epoch, self._epoch_batches(), s.accumulate, steps_this_epoch, s.max_steps
                 )
             except Diverged as exc:
                 diverged = f"{exc} (epoch {epoch})"
@@ -487,6 +509,7 @@ class Trainer:
                 "trainer_epochs": self.plan.epochs,
                 "steps_per_epoch": self.steps_per_epoch,
                 "total_steps": self.budget.total_steps,
+                "exact_epochs": self.exact_epochs,  # fractional where the budget is in steps
                 "samples_per_step": self.budget.samples_per_step,
                 "train_samples_per_epoch": self.train_samples,
                 "global_batch": s.global_batch,
@@ -510,7 +533,7 @@ class Trainer:
                 "dense_train_same_steps": same_steps,
                 # What dense training costs over the comparison's budget: every method's
                 # training FLOPs are read against this one number.
-                "dense_train_budget": 3 * dense_fwd * self.train_samples * s.epochs,
+                "dense_train_budget": 3 * dense_fwd * self.train_samples * self.exact_epochs,
                 "inference": self.ledger.inference_flops(),
                 "dense_inference": dense_fwd,
             },

@@ -67,7 +67,10 @@ def records_frame(records: list[RunRecord]) -> pd.DataFrame:
         if flops_mode and r.identity.get("match_epochs") and r.epochs:
             # The record prices dense training over the epochs this run trained; the comparison's
             # budget is the reference's epochs (dense FLOPs per epoch do not change).
-            dense_budget *= int(r.identity["match_epochs"]) / int(r.epochs)
+            # (fractional where the run's budget ended inside an epoch).
+            dense_budget *= int(r.identity["match_epochs"]) / float(
+                r.budget.get("exact_epochs") or r.epochs
+            )
         variant = _variant(r, flops_mode)
         context = {
             k: v for k, v in variant.items() if not k.startswith("params.") and k != "epochs"
@@ -104,7 +107,10 @@ def records_frame(records: list[RunRecord]) -> pd.DataFrame:
             / flops["dense_inference"]
             if flops.get("dense_inference")
             else float("nan"),
-            "trainer_epochs": r.budget.get("trainer_epochs", r.epochs),
+            # Fractional where a FLOPs-matched budget ends inside an epoch.
+            "trainer_epochs": r.budget.get("exact_epochs")
+            if r.identity.get("train_steps")
+            else r.budget.get("trainer_epochs", r.epochs),
             "wall_time_s": r.wall_time_s,
         }
         for key, value in r.metrics.items():
@@ -347,7 +353,7 @@ def to_markdown(table: pd.DataFrame, published: pd.DataFrame | None = None) -> s
                 _fmt(r["conv_linear_density"], 3),
                 _fmt(r["train_flops_vs_dense"], 3),
                 _fmt(r["inference_flops_vs_dense"], 3),
-                _fmt(r["trainer_epochs"], 0),
+                f"{round(r['trainer_epochs'], 2):g}",
             ]
             lines.append("| " + " | ".join(cells) + " |")
         if published is not None and fields["profile"] == "paper":

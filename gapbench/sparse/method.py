@@ -141,10 +141,13 @@ class Budget:
     steps_per_epoch: int = 1
     samples_per_step: int = 1
     workers: int = 1  # process groups training at once (multi-process P-GaP)
+    # A budget that ends inside its last epoch (FLOPs matching where no whole number of epochs
+    # lands within 5%): the run's optimizer steps; `epochs` is then the epochs it touches.
+    steps: int | None = None
 
     @property
     def total_steps(self) -> int:
-        return self.epochs * self.steps_per_epoch
+        return self.steps if self.steps is not None else self.epochs * self.steps_per_epoch
 
     def fraction_to_step(self, fraction: float) -> int:
         return int(round(fraction * self.total_steps))
