@@ -21,8 +21,14 @@ CATEGORIES = [
     {"id": 7, "name": "ellipse", "supercategory": "shape"},
     {"id": 12, "name": "triangle", "supercategory": "shape"},
 ]
-SPLITS = {"train": 640, "val": 96, "test": 96}
-VERSION = 1
+# Version -> split sizes. A new version whenever the content changes: the folder and the profile's
+# `dataset` name carry it, so records never mix two sets under one name.
+VERSIONS: dict[int, dict[str, int]] = {
+    1: {"train": 640, "val": 96, "test": 96},  # tiny
+    2: {"train": 1600, "val": 200, "test": 500},  # bench: >= 500 test images
+}
+VERSION = 1  # the tiny profile's
+SPLITS = VERSIONS[VERSION]
 
 
 def _draw_object(
@@ -58,19 +64,23 @@ def _image(rng: np.random.Generator, size: int) -> tuple[Image.Image, list[dict]
     return img, objects
 
 
-def write_synthetic(root: Path, size: int = 128, seed: int = 0) -> Path:
-    """Generate the data set into `root` (once); returns root. Layout: annotations/instances_<split>.json
-    and <split>/<id>.jpg, the COCO 2017 layout with a test split added."""
-    return generate_once(root, (root / "COMPLETE").exists, lambda: _write(root, size, seed))
+def write_synthetic(root: Path, size: int = 128, seed: int = 0, version: int = VERSION) -> Path:
+    """Generate data set `version` into `root` (once); returns root. Layout:
+    annotations/instances_<split>.json and <split>/<id>.jpg, the COCO 2017 layout with a test
+    split added."""
+    return generate_once(
+        root, (root / "COMPLETE").exists, lambda: _write(root, size, seed, version)
+    )
 
 
-def _write(root: Path, size: int, seed: int) -> None:
+def _write(root: Path, size: int, seed: int, version: int) -> None:
+    splits = VERSIONS[version]
     tmp = root.with_name(root.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "annotations").mkdir(parents=True)
     rng = np.random.default_rng(seed)
     image_id = ann_id = 0
-    for split, count in SPLITS.items():
+    for split, count in splits.items():
         (tmp / split).mkdir()
         images, annotations = [], []
         for _ in range(count):
@@ -94,6 +104,6 @@ def _write(root: Path, size: int, seed: int) -> None:
                 )
         doc = {"images": images, "annotations": annotations, "categories": CATEGORIES}
         (tmp / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc))
-    (tmp / "COMPLETE").write_text(json.dumps({"version": VERSION, "splits": SPLITS, "size": size}))
+    (tmp / "COMPLETE").write_text(json.dumps({"version": version, "splits": splits, "size": size}))
     shutil.rmtree(root, ignore_errors=True)
     tmp.rename(root)

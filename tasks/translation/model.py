@@ -52,9 +52,18 @@ class MultiheadAttention(nn.Module):
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """mask: bool, broadcastable to (batch, heads, tq, tk); True means 'may attend'."""
-        q, k, v = self._split(self.q_proj(query)), self._split(self.k_proj(key)), self.v_proj(key)
+        return self.attend(query, *self.keys_values(key), mask)
+
+    def keys_values(self, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of `key`, split into heads: (batch, heads, tk, d / heads)."""
+        return self._split(self.k_proj(key)), self._split(self.v_proj(key))
+
+    def attend(
+        self, query: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        q = self._split(self.q_proj(query))
         p = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, self._split(v), attn_mask=mask, dropout_p=p)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         b, _, t, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, t, -1))
 
@@ -110,6 +119,42 @@ class DecoderLayer(nn.Module):
         x = x + self.dropout(self.cross_attn(self.cross_attn_norm(x), memory, mem_mask))
         return x + self.dropout(self.ffn(self.ffn_norm(x)))
 
+    def step(
+        self,
+        x: torch.Tensor,
+        cache: tuple[torch.Tensor, torch.Tensor] | None,
+        memory_kv: tuple[torch.Tensor, torch.Tensor],
+        mem_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """`forward` for the newest position alone (x: batch, 1, d), given the self-attention keys
+        and values of the earlier positions (`cache`) and the cross-attention keys and values of
+        the memory; returns the output and the extended cache. A position attends to itself and
+        every earlier one, as under the causal mask."""
+        h = self.self_attn_norm(x)
+        k, v = self.self_attn.keys_values(h)
+        if cache is not None:
+            k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
+        x = x + self.dropout(self.self_attn.attend(h, k, v, None))
+        x = x + self.dropout(self.cross_attn.attend(self.cross_attn_norm(x), *memory_kv, mem_mask))
+        return x + self.dropout(self.ffn(self.ffn_norm(x))), (k, v)
+
+
+@dataclass
+class DecoderState:
+    """What incremental decoding keeps between steps: per decoder layer, the memory's
+    cross-attention keys/values (fixed) and the self-attention keys/values of the prefix."""
+
+    memory_kv: list[tuple[torch.Tensor, torch.Tensor]]
+    mem_mask: torch.Tensor
+    self_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    length: int = 0  # positions decoded so far
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep the prefixes `rows` (beam search's reordering); memory rows stay, since a beam
+        never moves to another sentence."""
+        if self.self_kv is not None:
+            self.self_kv = [(k[rows], v[rows]) for k, v in self.self_kv]
+
 
 def sinusoidal_positions(n: int, d: int) -> torch.Tensor:
     """Fixed sinusoidal position table (never trained, never pruned)."""
@@ -156,11 +201,13 @@ class Transformer(nn.Module):
         with torch.no_grad():
             self.output_proj.weight[PAD].zero_()
 
-    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        if tokens.size(1) > self.cfg.max_positions:
-            raise ValueError(f"sequence of {tokens.size(1)} > max_positions")
+    def embed(self, tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """Token embeddings of positions offset, offset + 1, ..."""
+        end = offset + tokens.size(1)
+        if end > self.cfg.max_positions:
+            raise ValueError(f"sequence of {end} > max_positions")
         x = F.embedding(tokens, self.output_proj.weight, padding_idx=PAD)
-        x = x * math.sqrt(self.cfg.d_model) + self.positions[: tokens.size(1)]
+        x = x * math.sqrt(self.cfg.d_model) + self.positions[offset:end]
         return self.dropout(x)
 
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,6 +228,23 @@ class Transformer(nn.Module):
         for layer in self.decoder["layers"]:
             x = layer(x, memory, causal[None, None], mem_mask)
         return self.output_proj(self.decoder["norm"](x))
+
+    def start_decoding(self, memory: torch.Tensor, mem_mask: torch.Tensor) -> DecoderState:
+        kv = [layer.cross_attn.keys_values(memory) for layer in self.decoder["layers"]]
+        return DecoderState(kv, mem_mask)
+
+    def decode_step(self, tokens: torch.Tensor, state: DecoderState) -> torch.Tensor:
+        """Logits of the next token (batch, vocab) after `tokens` (batch,), the newest token of
+        each prefix; the same as decode(prefix)[:, -1] at a cost that does not grow with the
+        prefix (search only; training uses teacher forcing)."""
+        x = self.embed(tokens[:, None], state.length)
+        caches = state.self_kv or [None] * len(self.decoder["layers"])
+        new = []
+        for layer, cache, memory_kv in zip(self.decoder["layers"], caches, state.memory_kv):
+            x, kv = layer.step(x, cache, memory_kv, state.mem_mask)
+            new.append(kv)
+        state.self_kv, state.length = new, state.length + 1
+        return self.output_proj(self.decoder["norm"](x))[:, 0]
 
     def forward(self, src: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         memory, mem_mask = self.encode(src)

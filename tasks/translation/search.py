@@ -1,21 +1,22 @@
 """Decoding: greedy (validation) and batched beam search with a length penalty (test).
 
-Both recompute the decoder over the whole prefix each step (no incremental state): simpler, and
-cheap for the sentence lengths of the tiny profile.
+Both decode incrementally: each step runs the decoder on the newest token alone, with the
+self-attention keys/values of the prefix and the memory's cross-attention keys/values kept
+(`DecoderState`), so a 2000-sentence test split decodes in seconds on a CPU.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .model import Transformer
+from .model import DecoderState, Transformer
 from .vocab import BOS, EOS, PAD
 
 
-def _step_logprobs(
-    model: Transformer, prefix: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor
-) -> torch.Tensor:
-    logp = model.decode(prefix, memory, mask)[:, -1].float().log_softmax(-1)
+def _step_logprobs(model: Transformer, prefix: torch.Tensor, state: DecoderState) -> torch.Tensor:
+    """Log-probabilities of the token after each prefix; `state` holds the prefix but its last
+    token, which this step adds."""
+    logp = model.decode_step(prefix[:, -1], state).float().log_softmax(-1)
     logp[:, PAD] = -torch.inf
     logp[:, BOS] = -torch.inf
     return logp
@@ -30,11 +31,11 @@ def max_length(src: torch.Tensor, a: float = 1.2, b: int = 10) -> int:
 def greedy(model: Transformer, src: torch.Tensor, max_len: int | None = None) -> list[list[int]]:
     """Arg-max decoding; returns token ids without BOS/EOS."""
     max_len = max_len or max_length(src)
-    memory, mask = model.encode(src)
+    state = model.start_decoding(*model.encode(src))
     prefix = torch.full((src.size(0), 1), BOS, dtype=torch.long, device=src.device)
     done = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)
     for step in range(max_len):
-        nxt = _step_logprobs(model, prefix, memory, mask).argmax(-1)
+        nxt = _step_logprobs(model, prefix, state).argmax(-1)
         if step == max_len - 1:  # forced EOS, as in beam_search
             nxt = torch.full_like(nxt, EOS)
         nxt = torch.where(done, torch.full_like(nxt, PAD), nxt)
@@ -69,15 +70,16 @@ def beam_search(
     max_len = max_len or max_length(src)
     bsz, dev = src.size(0), src.device
     memory, mask = model.encode(src)
-    memory = memory.repeat_interleave(beam, dim=0)
-    mask = mask.repeat_interleave(beam, dim=0)
+    state = model.start_decoding(
+        memory.repeat_interleave(beam, dim=0), mask.repeat_interleave(beam, dim=0)
+    )
     prefix = torch.full((bsz * beam, 1), BOS, dtype=torch.long, device=dev)
     scores = torch.full((bsz, beam), -torch.inf, device=dev)
     scores[:, 0] = 0.0  # all beams start identical: expand only the first one
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(bsz)]
     active = [True] * bsz
     for step in range(max_len):
-        logp = _step_logprobs(model, prefix, memory, mask)
+        logp = _step_logprobs(model, prefix, state)
         if step == max_len - 1:
             eos_col = logp[:, EOS].clone()
             logp.fill_(-torch.inf)
@@ -117,6 +119,7 @@ def beam_search(
         rows = torch.tensor(new_rows, device=dev)
         tok = torch.tensor(new_tok, device=dev)
         prefix = torch.cat([prefix[rows], tok[:, None]], dim=1)
+        state.select(rows)
         scores = torch.tensor(new_scores, device=dev).view(bsz, beam)
         scores[~torch.tensor(active, device=dev)] = -torch.inf
     return [max(f, key=lambda x: x[0])[1] if f else [] for f in finished]

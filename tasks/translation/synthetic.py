@@ -152,7 +152,13 @@ def sentence_pair(rng: random.Random) -> tuple[str, str]:
     return en_text[0].upper() + en_text[1:] + ".", de_text[0].upper() + de_text[1:] + "."
 
 
-SPLIT_SIZES = {"train": 4000, "valid": 200, "test": 200}
+# Version -> split sizes. A new version whenever the content changes (the profile's `dataset` and
+# the cache folder carry it). The same seeded stream: v3's train and valid equal v2's.
+VERSIONS: dict[int, dict[str, int]] = {
+    2: {"train": 4000, "valid": 200, "test": 200},  # tiny
+    3: {"train": 4000, "valid": 200, "test": 2000},  # bench: >= 2000 test sentences
+}
+SPLIT_SIZES = VERSIONS[2]
 
 
 def write_synthetic(root: Path, seed: int = 0, sizes: dict[str, int] | None = None) -> Path:

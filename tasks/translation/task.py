@@ -1,4 +1,5 @@
-"""Translation task: profiles `tiny` (synthetic language pair, embedded) and `paper` (WMT14 En-De).
+"""Translation task: profiles `tiny` (quick default) and `bench` (the shipped board) on a synthetic
+language pair (embedded), and `paper` (WMT14 En-De).
 
 The recipe of each profile fixes model size, vocabulary and decoding; the gapbench Profile fixes
 budget, batch, optimiser, LR schedule, sparsity policy and GaP schedule. A `-prune-emb` suffix on a
@@ -31,11 +32,10 @@ from .data import is_bpe, read_corpus
 from .metrics import corpus_bleu, label_smoothed_nll
 from .model import ModelConfig, Transformer
 from .search import beam_search, greedy
-from .synthetic import write_synthetic
+from .synthetic import VERSIONS, write_synthetic
 from .vocab import BpeTokenCodec, Codec, SentencePieceCodec, train_sentencepiece
 
 PRUNE_EMB_SUFFIX = "-prune-emb"
-SYNTHETIC_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -58,11 +58,17 @@ class Recipe:
     beam: int
     lenpen: float
     label_smoothing: float
+    data_version: int = 0  # the embedded synthetic set's version (0: real data only)
+
+
+def _synthetic(version: int) -> str:
+    sizes = "/".join(str(n) for n in VERSIONS[version].values())
+    return f"synthetic en-de v{version} (embedded, {sizes} sentences)"
 
 
 RECIPES = {
     "tiny": Recipe(
-        dataset="synthetic en-de v2 (embedded)",
+        dataset=_synthetic(2),
         src_lang="en",
         tgt_lang="de",
         vocab_size=320,
@@ -78,6 +84,7 @@ RECIPES = {
         beam=4,
         lenpen=0.6,
         label_smoothing=0.1,
+        data_version=2,
     ),
     "paper": Recipe(
         dataset="WMT14 en-de",
@@ -100,6 +107,10 @@ RECIPES = {
 }
 
 
+# The board: the tiny model on 2000 test sentences (beam 4; incremental decoding keeps it cheap).
+RECIPES["bench"] = replace(RECIPES["tiny"], dataset=_synthetic(3), data_version=3)
+
+
 def layer_partitions(encoder: int, decoder: int, kappa: int) -> tuple[tuple[str, ...], ...]:
     """kappa consecutive runs of Transformer layers with equal layer counts (the official rule:
     kappa=2 encoder|decoder, 3 thirds, 6 pairs); a prunable embedding joins the last one."""
@@ -112,7 +123,9 @@ def layer_partitions(encoder: int, decoder: int, kappa: int) -> tuple[tuple[str,
     return tuple(parts)
 
 
-def _profile(name: str, recipe: Recipe, prune_emb: bool, **kw: Any) -> Profile:
+def _profile(
+    name: str, recipe: Recipe, prune_emb: bool, headline: float | None = None, **kw: Any
+) -> Profile:
     layers = (recipe.encoder_layers, recipe.decoder_layers)
     kappas = [k for k in (2, 3, 6) if k <= sum(layers)]
     return Profile(
@@ -123,7 +136,8 @@ def _profile(name: str, recipe: Recipe, prune_emb: bool, **kw: Any) -> Profile:
         partitions={k: layer_partitions(*layers, k) for k in kappas},
         needs_data_root=name.startswith("paper"),
         batch_unit="tokens",
-        options={"recipe": recipe, "prune_embeddings": prune_emb},
+        options={"recipe": recipe, "prune_embeddings": prune_emb}
+        | ({"headline_sparsity": headline} if headline is not None else {}),
         **kw,
     )
 
@@ -152,6 +166,25 @@ def _profiles() -> dict[str, Profile]:
             "set[variant=rigl]": {"delta_frac": 0.05},
         },
     )
+    # The board: 768 tokens (about 40 sentences) an update, 112 updates an epoch, 11 epochs
+    # (1232 updates). Warm-up 100 updates (8%); GaP kappa=3 (thirds of the layers), R=3, one
+    # epoch (112 updates) per grow phase, F=2 (18%); GMP reaches its target at 60% (LR 0.37x peak
+    # there, 40% of the run left); RigL's dT 5% of the run (16 updates before T_end); SET rewires
+    # after each of 10 epochs.
+    bench = dict(
+        epochs=11,
+        batch_size=768,
+        optimizer=OptimizerRecipe("adam", lr=1.5e-3, betas=(0.9, 0.98), eps=1e-8),
+        lr_schedule=LrSchedule("inverse_sqrt", warmup_steps=100),
+        grad_clip=1.0,
+        method_defaults={
+            "gap": {"partitions": 3, "rounds": 3, "epochs_per_step": 1, "finetune": 2},
+            "magnitude": {"end": 0.6},
+            "rigl": {"delta_frac": 0.05},
+            "set[variant=rigl]": {"delta_frac": 0.05},
+        },
+        headline=0.95,
+    )
     paper = dict(
         epochs=340,
         batch_size=40960,
@@ -163,7 +196,7 @@ def _profiles() -> dict[str, Profile]:
         },
     )
     out = {}
-    for base, kw in (("tiny", tiny), ("paper", paper)):
+    for base, kw in (("tiny", tiny), ("bench", bench), ("paper", paper)):
         for suffix, prune in (("", False), (PRUNE_EMB_SUFFIX, True)):
             out[base + suffix] = _profile(base + suffix, RECIPES[base], prune, **kw)
     return out
@@ -231,6 +264,7 @@ class TranslationTask(Task):
                     name,
                     replace(p.options["recipe"], **overrides),
                     p.options["prune_embeddings"],
+                    p.options.get("headline_sparsity"),
                     **{k: getattr(p, k) for k in _PROFILE_FIELDS},
                 )
                 for name, p in type(self).profiles.items()
@@ -244,7 +278,8 @@ class TranslationTask(Task):
                 raise UserError(
                     "profile paper needs --data-root with train/valid/test .en/.de files (WMT14)"
                 )
-            root = write_synthetic(cache / f"synthetic-v{SYNTHETIC_VERSION}")
+            version = recipe.data_version
+            root = write_synthetic(cache / f"synthetic-v{version}", sizes=VERSIONS[version])
         else:
             root = Path(request.data_root)
         corpus = read_corpus(root, recipe.src_lang, recipe.tgt_lang)
