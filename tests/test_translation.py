@@ -187,3 +187,46 @@ def test_end_to_end_tiny_sparse_run_through_the_cli(tmp_path, capsys):
     assert record["alive_prunable_params"] == round(0.1 * record["prunable_params"])
     assert record["task_extra"]["embeddings"] == "dense"
     assert record["policy"]["task_excluded_tensors"] == ["output_proj.weight"]
+
+
+def test_bench_profile_schedules_are_the_methods_own_in_miniature(tmp_path):
+    """The board's plan on its real updates per epoch, read as the board checks read records:
+    warm-up <= 10%, GaP R >= 3 with >= 100-update grow phases and a 10-25% fine-tune, GMP's last
+    prune with >= 25% of the run left at >= 0.2x the peak LR, >= 10 RigL updates and SET
+    rewirings, >= 2000 test sentences."""
+    from gapbench.engine.lr import lr_factor
+    from gapbench.runspec import GridRequest, resolve_grid
+    from gapbench.sparse.method import Budget
+    from gapbench.task import BuildRequest
+
+    task = TranslationTask()
+    profile = task.profiles["bench"]
+    request = BuildRequest(None, tmp_path, 0, torch.device("cpu"), profile.batch_size)
+    workload = task.build(profile, request)
+    assert len(workload.test_loader.src) >= 2000
+    assert 0.5 < profile.options["headline_sparsity"] < 1
+    spe = len(workload.train_loader)
+    for multiplier in (1.0, 2.0):
+        grid = GridRequest(
+            task="translation",
+            methods=["dense", "magnitude", "gap", "rigl", "set"],
+            profile="bench",
+            multipliers=[multiplier],
+        )
+        specs = {s.method: s for s in resolve_grid(grid)}
+        total = specs["dense"].epochs * spe
+        warmup = profile.lr_schedule.warmup(spe)
+        assert warmup <= 0.1 * total
+        gap = specs["gap"].build_method()
+        points = gap.plan(Budget(specs["gap"].epochs, spe)).points
+        assert points["grow_steps"] // gap.params.partitions >= 3
+        assert points["steps_per_grow_step"] >= 100
+        assert 0.10 <= points["finetune_epochs"] / points["trainer_epochs"] <= 0.25
+        end = Budget(total // spe, spe).fraction_to_step(
+            specs["magnitude"].build_method().params.end
+        )
+        assert (total - end) / total >= 0.25
+        assert lr_factor(profile.lr_schedule.kind, end, total, warmup) >= 0.2
+        rigl = specs["rigl"].build_method().plan(Budget(specs["rigl"].epochs, spe)).points
+        assert rigl["t_end_step"] // rigl["delta_t_steps"] + 1 >= 10
+        assert specs["set"].epochs - 1 >= 10  # one rewiring after every epoch but the last
