@@ -88,7 +88,16 @@ class Shapes(torch.utils.data.Dataset):
 GAP = dict(method="gap", method_args=dict(partitions=2, rounds=1))
 
 
-def _runner(work_dir, out, resume_from=None, hook=GAP, clip=True, evaluator=Accuracy, freeze=False):
+def _runner(
+    work_dir,
+    out,
+    resume_from=None,
+    hook=GAP,
+    clip=True,
+    evaluator=Accuracy,
+    freeze=False,
+    accumulate=1,
+):
     loader = dict(
         sampler=dict(type="DefaultSampler", shuffle=True),
         batch_size=16,
@@ -101,6 +110,8 @@ def _runner(work_dir, out, resume_from=None, hook=GAP, clip=True, evaluator=Accu
     optim = dict(optimizer=dict(type="SGD", lr=0.05, momentum=0.9))
     if clip:
         optim["clip_grad"] = dict(max_norm=5.0)
+    if accumulate > 1:
+        optim["accumulative_counts"] = accumulate
     return Runner(
         model=model, work_dir=str(work_dir), experiment_name="toy_gap",
         train_dataloader=dict(dataset=Shapes(128, 0), **loader),
@@ -163,6 +174,24 @@ def test_every_method_ends_at_exact_weight_sparsity(tmp_path, method, clip):
     nonzero = weights.total_nonzero
     assert record["measured_sparsity"] == pytest.approx(1 - nonzero / masks.total(), abs=1e-12)
     assert {n: v["alive"] for n, v in record["per_layer"].items()} == weights.nonzero
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_flops_price_every_sample_once(tmp_path, accumulate):
+    """128 samples x 4 epochs: the dense cost of the steps run is the budget's, with gradient
+    accumulation too (every iteration's forward and backward is charged, not only the one whose
+    optimizer step follows: that priced half of them)."""
+    runner = _runner(
+        tmp_path / "w", tmp_path / "out", hook=dict(method="static"), accumulate=accumulate
+    )
+    runner.train()
+    (record,) = _records(tmp_path / "out")
+    flops = record["flops"]
+    assert record["budget"]["steps_run"] == 4 * 8 // accumulate
+    assert flops["dense_train_budget"] == pytest.approx(3 * 128 * 4 * flops["dense_inference"])
+    assert flops["dense_train_same_steps"] == pytest.approx(flops["dense_train_budget"], rel=1e-12)
+    assert flops["train"] == pytest.approx(3 * 128 * 4 * flops["inference"], rel=1e-12)
 
 
 def test_oneshot_is_refused_with_a_reason(tmp_path):
