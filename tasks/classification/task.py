@@ -66,15 +66,17 @@ PROFILES = {
     "tiny": Profile(
         name="tiny",
         epochs=8,
+        batch_size=32,  # twice the steps of batch 64 at the same cost: 632 steps
+        optimizer=_SMALL["optimizer"],
+        lr_schedule=_SMALL["lr_schedule"],
         dataset=_shapes_dataset(TINY_SPLITS),
-        options={**_SHAPES_MODEL, "splits": TINY_SPLITS},
-        **{
-            **_SMALL,
-            "method_defaults": {
-                **_SMALL["method_defaults"],
-                "gap": {"partitions": 3, "rounds": 2, "epochs_per_step": 1},
-            },
+        dense_layers="first",
+        method_defaults={
+            "gap": {"partitions": 3, "rounds": 2, "epochs_per_step": 1},
+            "rigl": {"delta_t": 20, "delta_t_batch": 64},
+            "set[variant=rigl]": {"delta_t": 20, "delta_t_batch": 64},
         },
+        options={**_SHAPES_MODEL, "splits": TINY_SPLITS},
     ),
     # The board: a budget at which dense has converged (2x the epochs is within a point) and
     # each method's schedule is its own in miniature. 12000 training images, 188 steps per
@@ -87,17 +89,18 @@ PROFILES = {
         epochs=15,
         dataset=_shapes_dataset(BENCH_SPLITS),
         options={**_SHAPES_MODEL, "splits": BENCH_SPLITS, "headline_sparsity": 0.9},
-        **{
-            **_SMALL,
-            "method_defaults": {
-                # F = the rest of the budget (3 epochs), so --multiplier and FLOPs-matched
-                # budgets stretch it; P-GaP: R x T + F per worker.
-                "gap": {"partitions": 3, "rounds": 4, "epochs_per_step": 1},
-                "gap[mode=parallel]": {"finetune": 3},
-                "magnitude": {"end": 0.6},
-                "rigl": {"delta_t": 100, "delta_t_batch": 64},
-                "set[variant=rigl]": {"delta_t": 100, "delta_t_batch": 64},
-            },
+        batch_size=64,
+        optimizer=_SMALL["optimizer"],
+        lr_schedule=_SMALL["lr_schedule"],
+        dense_layers="first",
+        method_defaults={
+            # F = the rest of the budget (3 epochs), so --multiplier and FLOPs-matched budgets
+            # stretch it; P-GaP: R x T + F per worker.
+            "gap": {"partitions": 3, "rounds": 4, "epochs_per_step": 1},
+            "gap[mode=parallel]": {"finetune": 3},
+            "magnitude": {"end": 0.6},
+            "rigl": {"delta_t": 100, "delta_t_batch": 64},
+            "set[variant=rigl]": {"delta_t": 100, "delta_t_batch": 64},
         },
     ),
     # sklearn's bundled handwritten digits (real scans): easy, every method close to dense.

@@ -45,12 +45,12 @@ _TWIN_MODEL = {"points": 512, "centroids": (128, 32), "width": 0.25}
 
 PROFILES = {
     # The quick default (a grid of three runs in about a minute on one core): the bench network
-    # on the v1 twin (64/8/24 shapes per category), 8 epochs; GaP kappa=3, R=2, T=1, F=2. A
-    # smoke test and a first look, not a board: see `bench`.
+    # and batch on the v1 twin (64/8/24 shapes per category), 7 epochs (112 steps); GaP kappa=3,
+    # R=2, T=1, F=1. A smoke test and a first look, not a board: see `bench`.
     "tiny": Profile(
         name="tiny",
-        epochs=8,
-        batch_size=32,
+        epochs=7,
+        batch_size=16,
         optimizer=OptimizerRecipe("adamw", lr=2e-3, weight_decay=1e-4),
         lr_schedule=LrSchedule("cosine", warmup_epochs=1),
         dataset=_twin(),
