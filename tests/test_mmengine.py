@@ -194,6 +194,23 @@ def test_flops_price_every_sample_once(tmp_path, accumulate):
     assert flops["train"] == pytest.approx(3 * 128 * 4 * flops["inference"], rel=1e-12)
 
 
+def test_seeds_of_one_config_share_its_hash():
+    """The board's seeds pool in one row: mmengine's randomness seed is left out of the config
+    hash when it is the hook's seed, and kept when it differs (another run, another row)."""
+    from mmengine.config import Config
+
+    from gapbench.integrations.mmengine import config_hash
+
+    def cfg(seed: int) -> Config:
+        return Config(dict(model=dict(depth=18), randomness=dict(seed=seed, deterministic=True)))
+
+    assert config_hash(cfg(0), 0) == config_hash(cfg(1), 1)
+    assert config_hash(cfg(1), 0) != config_hash(cfg(0), 0)
+    assert config_hash(cfg(0), 0) != config_hash(
+        Config(dict(model=dict(depth=18), randomness=dict(seed=0, deterministic=False))), 0
+    )
+
+
 def test_oneshot_is_refused_with_a_reason(tmp_path):
     runner = _runner(tmp_path / "w", tmp_path / "out", hook=dict(method="oneshot"))
     with pytest.raises(UserError, match="trains 8 epochs on a budget of 4"):

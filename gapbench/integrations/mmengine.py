@@ -413,7 +413,7 @@ class GapbenchSparsityHook(Hook):
             "task": task, "profile": "mmengine", "method": self.cls.name, "params": self.method.params.as_dict(),
             "sparsity": self.sparsity if self.cls.sparse else 0.0, "distribution": self.distribution if self.cls.sparse else "dense",
             "seed": self.seed, "epochs": runner.train_loop.max_epochs, "pattern": str(self.pattern),
-            "config": config_hash(runner.cfg), "schema": SCHEMA_VERSION,
+            "config": config_hash(runner.cfg, self.seed), "schema": SCHEMA_VERSION,
         }  # fmt: skip
         total = self.masks.total()
         weights = count_weights(self.masks)
@@ -490,9 +490,14 @@ def _clean(value: Any, hooks: bool = False) -> Any:
     return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))  # objects: their repr, no address
 
 
-def config_hash(cfg: Any) -> str:
-    """Hash of what the config trains, without how the run was started or logged (HOW_STARTED)."""
+def config_hash(cfg: Any, seed: int | None = None) -> str:
+    """Hash of what the config trains, without how the run was started or logged (HOW_STARTED).
+    mmengine's `randomness.seed` is left out when it is the hook's `seed` (the identity's seed):
+    seeds of one configuration then pool in one leaderboard row; a differing one stays in."""
     data = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+    randomness = data.get("randomness")
+    if isinstance(randomness, dict) and seed is not None and randomness.get("seed") == seed:
+        data = {**data, "randomness": {k: v for k, v in randomness.items() if k != "seed"}}
     blob = json.dumps(_clean(data), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
