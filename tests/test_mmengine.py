@@ -201,11 +201,21 @@ def test_seeds_of_one_config_share_its_hash():
 
     from gapbench.integrations.mmengine import config_hash
 
-    def cfg(seed: int) -> Config:
-        return Config(dict(model=dict(depth=18), randomness=dict(seed=seed, deterministic=True)))
+    def cfg(seed: int, hook_seed: int | None = None, sparsity: float = 0.9) -> Config:
+        hook = dict(type="GapbenchSparsityHook", sparsity=sparsity, seed=seed)
+        if hook_seed is not None:
+            hook["seed"] = hook_seed
+        return Config(
+            dict(
+                model=dict(depth=18),
+                randomness=dict(seed=seed, deterministic=True),
+                custom_hooks=[hook],
+            )
+        )
 
     assert config_hash(cfg(0), 0) == config_hash(cfg(1), 1)
-    assert config_hash(cfg(1), 0) != config_hash(cfg(0), 0)
+    assert config_hash(cfg(1, hook_seed=0), 0) != config_hash(cfg(0), 0)
+    assert config_hash(cfg(0, sparsity=0.8), 0) != config_hash(cfg(0), 0)
     assert config_hash(cfg(0), 0) != config_hash(
         Config(dict(model=dict(depth=18), randomness=dict(seed=0, deterministic=False))), 0
     )

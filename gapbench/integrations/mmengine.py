@@ -492,12 +492,25 @@ def _clean(value: Any, hooks: bool = False) -> Any:
 
 def config_hash(cfg: Any, seed: int | None = None) -> str:
     """Hash of what the config trains, without how the run was started or logged (HOW_STARTED).
-    mmengine's `randomness.seed` is left out when it is the hook's `seed` (the identity's seed):
-    seeds of one configuration then pool in one leaderboard row; a differing one stays in."""
+    The seed is the identity's own field: this hook's `seed` is left out, and mmengine's
+    `randomness.seed` too when it is the same, so seeds of one configuration pool in one
+    leaderboard row (a differing randomness seed stays in: another run, another row)."""
     data = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
     randomness = data.get("randomness")
     if isinstance(randomness, dict) and seed is not None and randomness.get("seed") == seed:
         data = {**data, "randomness": {k: v for k, v in randomness.items() if k != "seed"}}
+    hooks = data.get("custom_hooks")
+    if isinstance(hooks, list):
+        data = {
+            **data,
+            "custom_hooks": [
+                {k: v for k, v in h.items() if k != "seed"}
+                if isinstance(h, dict)
+                and h.get("type") in ("GapbenchSparsityHook", GapbenchSparsityHook)
+                else h
+                for h in hooks
+            ],
+        }
     blob = json.dumps(_clean(data), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
