@@ -69,7 +69,8 @@ PROFILES = {
     # epochs (1100 steps), 1 warm-up epoch (9%); 400 test shapes. GaP kappa=3, R=3, T=1, F=2:
     # every grow phase 100 steps, fine-tune 18%. GMP reaches its target at 60% of the run.
     # RigL/SET(rigl) update every 5% of the run -> 16 updates before T_end; SET (original)
-    # rewires 10 times. Headline 95%: 90% left every method near dense on the half-width net.
+    # rewires 10 times. Headline 90%: the quarter-width net leaves room below dense there (GaP
+    # seed 0: 0.871 vs dense 0.940), which the half-width tiny net did not (0.866 vs 0.867).
     "bench": Profile(
         name="bench",
         epochs=11,
@@ -87,7 +88,7 @@ PROFILES = {
             "rigl": {"delta_frac": 0.05},
             "set[variant=rigl]": {"delta_frac": 0.05},
         },
-        options={**_TWIN_MODEL, "splits": BENCH_SPLITS, "headline_sparsity": 0.95},
+        options={**_TWIN_MODEL, "splits": BENCH_SPLITS, "headline_sparsity": 0.9},
     ),
     # Paper: 2048 points with normals, PointNet++ SSG; GaP kappa=3, 5 x 3 x 10 + 100.
     "paper": Profile(
