@@ -525,3 +525,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gapbench: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `gapbench tasks | head`: the reader left, nothing is wrong
+        sys.stderr.close()
+        return 0

@@ -82,17 +82,19 @@ def test_malformed_data_root_is_a_clear_error(tmp_path, capsys):
 
 
 def test_run_ids_hash_the_resolved_run():
+    from tasks.classification.task import PROFILES
+
+    tiny = PROFILES["tiny"]
     base = spec_for(method="gap")
-    assert (
-        spec_for(method="gap", epochs=20).run_id == base.run_id
-    )  # the profile's default, spelled out
-    assert (
-        spec_for(method="gap", params={"rounds": 2}).run_id == base.run_id
-    )  # the profile's GaP default
-    assert spec_for(method="gap", batch_size=64).run_id == base.run_id
-    assert spec_for(method="gap", epochs=24).run_id != base.run_id
+    rounds = base.params["rounds"]
+    # The profile's defaults, spelled out, are the same run; a changed one is another.
+    assert spec_for(method="gap", epochs=tiny.epochs).run_id == base.run_id
+    assert spec_for(method="gap", params={"rounds": rounds}).run_id == base.run_id
+    assert spec_for(method="gap", batch_size=tiny.batch_size).run_id == base.run_id
+    assert spec_for(method="gap", epochs=tiny.epochs + 4).run_id != base.run_id
     assert spec_for(method="gap", params={"lr_restart": True}).run_id != base.run_id
-    assert base.epochs == 20 and base.params["partitions"] == 3 and base.params["finetune"] == -1
+    assert base.epochs == tiny.epochs and base.params["finetune"] == -1
+    assert rounds == tiny.method_defaults["gap"]["rounds"]
 
 
 def test_pgap_paper_profile_gets_its_own_schedule():
@@ -172,4 +174,4 @@ def test_methods_and_tasks_are_listed(capsys):
     code, out, _ = cli(capsys, "methods")
     assert code == 0 and "gap.partitions = 4" in out and "magnitude:" in out
     code, out, _ = cli(capsys, "tasks")
-    assert code == 0 and "classification:" in out and "tiny, paper" in out
+    assert code == 0 and "classification:" in out and "profiles: tiny, bench, digits, paper" in out
