@@ -201,8 +201,10 @@ def test_seeds_of_one_config_share_its_hash():
 
     from gapbench.integrations.mmengine import config_hash
 
-    def cfg(seed: int, hook_seed: int | None = None, sparsity: float = 0.9) -> Config:
-        hook = dict(type="GapbenchSparsityHook", sparsity=sparsity, seed=seed)
+    def cfg(
+        seed: int, hook_seed: int | None = None, sparsity: float = 0.9, method: str = "gap"
+    ) -> Config:
+        hook = dict(type="GapbenchSparsityHook", method=method, sparsity=sparsity, seed=seed)
         if hook_seed is not None:
             hook["seed"] = hook_seed
         return Config(
@@ -215,7 +217,12 @@ def test_seeds_of_one_config_share_its_hash():
 
     assert config_hash(cfg(0), 0) == config_hash(cfg(1), 1)
     assert config_hash(cfg(1, hook_seed=0), 0) != config_hash(cfg(0), 0)
-    assert config_hash(cfg(0, sparsity=0.8), 0) != config_hash(cfg(0), 0)
+    # Method, its arguments and sparsity are identity fields of their own: one configuration
+    # hashes the same whichever method the hook runs, so the board pairs methods on it.
+    assert config_hash(cfg(0, sparsity=0.8), 0) == config_hash(cfg(0), 0)
+    assert config_hash(cfg(0, method="magnitude"), 0) == config_hash(cfg(0), 0)
+    deeper = Config(dict(model=dict(depth=50), randomness=dict(seed=0, deterministic=True)))
+    assert config_hash(deeper, 0) != config_hash(cfg(0), 0)
     assert config_hash(cfg(0), 0) != config_hash(
         Config(dict(model=dict(depth=18), randomness=dict(seed=0, deterministic=False))), 0
     )

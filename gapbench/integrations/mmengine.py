@@ -490,11 +490,18 @@ def _clean(value: Any, hooks: bool = False) -> Any:
     return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))  # objects: their repr, no address
 
 
+# The hook's settings that are identity fields of their own (method, its parameters, sparsity,
+# distribution, pattern, seed): left out of the config hash, so that runs of different methods
+# on one configuration share it and the leaderboard can pair them.
+HOOK_IDENTITY = ("seed", "method", "method_args", "sparsity", "distribution", "pattern")
+
+
 def config_hash(cfg: Any, seed: int | None = None) -> str:
     """Hash of what the config trains, without how the run was started or logged (HOW_STARTED).
     The seed is the identity's own field: this hook's `seed` is left out, and mmengine's
     `randomness.seed` too when it is the same, so seeds of one configuration pool in one
-    leaderboard row (a differing randomness seed stays in: another run, another row)."""
+    leaderboard row (a differing randomness seed stays in: another run, another row). The
+    hook's method settings are identity fields too (HOOK_IDENTITY)."""
     data = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
     randomness = data.get("randomness")
     if isinstance(randomness, dict) and seed is not None and randomness.get("seed") == seed:
@@ -504,7 +511,7 @@ def config_hash(cfg: Any, seed: int | None = None) -> str:
         data = {
             **data,
             "custom_hooks": [
-                {k: v for k, v in h.items() if k != "seed"}
+                {k: v for k, v in h.items() if k not in HOOK_IDENTITY}
                 if isinstance(h, dict)
                 and h.get("type") in ("GapbenchSparsityHook", GapbenchSparsityHook)
                 else h
