@@ -174,7 +174,15 @@ def measure(
     )
     workload = task.build(profile, request)
     model = workload.model
-    model.load_state_dict(state["weights"])
+    try:
+        model.load_state_dict(state["weights"])
+    except RuntimeError as exc:  # the profile's model changed since the run was made
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(
+            f"run {run_id}'s weights do not fit the model that profile {record.profile!r} of "
+            f"{record.task} builds now (the profile changed after the run, commit "
+            f"{(record.git_commit or 'unknown')[:8]}): {first}; rerun it with this gapbench"
+        ) from None
     model.to(device).eval()
     pattern = Pattern.parse(record.identity.get("pattern", "unstructured"))
     sparse, replaced = sparsify(model, state["masks"], pattern, device)
