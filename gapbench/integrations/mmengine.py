@@ -404,13 +404,21 @@ class GapbenchSparsityHook(Hook):
             return "complete", None, metric
         return NO_METRIC, reason, metric
 
+    def identity_params(self) -> dict[str, Any]:
+        """The method's resolved parameters, and the partitions by module prefix where the
+        method uses them (GaP): method settings, kept apart from the config's hash."""
+        params = self.method.params.as_dict()
+        if self.partition_prefixes and "partitions" in params:
+            params["partition_prefixes"] = self.partition_prefixes
+        return params
+
     def _record(self, runner) -> RunRecord:
         task = (
             self.task or Path(getattr(runner.cfg, "filename", None) or runner.experiment_name).stem
         )
         status, reason, metric = self._status(runner)
         identity = {
-            "task": task, "profile": "mmengine", "method": self.cls.name, "params": self.method.params.as_dict(),
+            "task": task, "profile": "mmengine", "method": self.cls.name, "params": self.identity_params(),
             "sparsity": self.sparsity if self.cls.sparse else 0.0, "distribution": self.distribution if self.cls.sparse else "dense",
             "seed": self.seed, "epochs": runner.train_loop.max_epochs, "pattern": str(self.pattern),
             "config": config_hash(runner.cfg, self.seed), "schema": SCHEMA_VERSION,
@@ -493,7 +501,9 @@ def _clean(value: Any, hooks: bool = False) -> Any:
 # The hook's settings that are identity fields of their own (method, its parameters, sparsity,
 # distribution, pattern, seed): left out of the config hash, so that runs of different methods
 # on one configuration share it and the leaderboard can pair them.
-HOOK_IDENTITY = ("seed", "method", "method_args", "sparsity", "distribution", "pattern")
+HOOK_IDENTITY = (
+    "seed", "method", "method_args", "sparsity", "distribution", "pattern", "partitions"
+)  # fmt: skip
 
 
 def config_hash(cfg: Any, seed: int | None = None) -> str:
