@@ -33,7 +33,7 @@ from torch import nn
 from gapbench.engine.estimate import plan_flops, trains_fixed_masks
 from gapbench.engine.flops import FlopsLedger, measure_forward_flops
 from gapbench.engine.loop import StepLoop
-from gapbench.engine.trainer import seed_everything
+from gapbench.engine.trainer import seed_everything, slice_batch
 from gapbench.errors import UserError
 from gapbench.registry import get_method_class
 from gapbench.sparse.distribution import total_keep
@@ -196,9 +196,7 @@ class Harness:
         model = self.model if model is None else model
         x, y = self._batch(20_000)
         if part is not None:
-            i, k = part
-            lo, hi = i * BATCH // k, (i + 1) * BATCH // k
-            x, y = x[lo:hi], y[lo:hi]
+            x, y = slice_batch((x, y), *part)  # the Trainer's own slicing
         model.train()
         return nn.functional.cross_entropy(model(x) / (temperature or 1.0), y)
 
