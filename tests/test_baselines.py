@@ -198,3 +198,27 @@ def test_gmp_never_rounds_a_layer_below_its_final_count():
     loop.run_epoch(0, (torch.randn(2, 1) for _ in range(200)))
     gmp.finish()
     assert masks.counts() == gmp.target_counts == dict(zip(names, uniform_counts(sizes, 0.9)))
+
+
+def test_set_original_removes_live_zeros_as_the_reference_thresholds_do():
+    """A kept weight stuck at exactly zero (a dead channel) is removed and regrown elsewhere; keeping
+    it let dead connections pile up and the real density fall every epoch."""
+    run = _run("set", {"zeta": 0.25})
+    name = "fc2.weight"
+    masks, param = run.masks, run.masks.params[name]
+    alive = masks.masks[name]
+    idx = alive.flatten().nonzero().flatten()
+    with torch.no_grad():  # 20 signed live weights and 6 live zeros
+        values = torch.zeros(param.numel())
+        values[idx[:10]] = torch.arange(1, 11, dtype=torch.float)
+        values[idx[10:20]] = -torch.arange(1, 11, dtype=torch.float)
+        param.copy_(values.view_as(param))
+    removed = run.method._rewire(name, run.method.random_scores(5)[name])
+    now = masks.masks[name].flatten()
+    zeros = idx[20:26].tolist()
+    # int(0.25 * 10) = 2 removed each side plus the 6 zeros, as many regrown at random.
+    assert removed == 10 and masks.count(name) == 26
+    kept = idx[2:10].tolist() + idx[12:20].tolist()
+    assert all(bool(now[i]) for i in kept)
+    regrown_in_place = sum(bool(now[i]) for i in zeros)  # random regrowth may land on one again
+    assert regrown_in_place < 6

@@ -79,41 +79,6 @@ def test_the_model_is_what_the_profile_declares():
     assert not any(n.startswith("layer1.1.") for n, _ in model.named_parameters())
 
 
-def _plan_points(profile_name: str, method: str, steps_per_epoch: int, **params):
-    """The resolved schedule of `method` on a profile, in optimizer steps (no training)."""
-    from helpers import spec_for
-
-    from gapbench.sparse.method import Budget
-
-    spec = spec_for(method=method, profile=profile_name, params=params)
-    budget = Budget(spec.epochs, steps_per_epoch, spec.batch_size)
-    return spec, budget, spec.build_method().plan(budget).points
-
-
-def test_bench_schedules_are_the_methods_own_in_miniature():
-    """The board's criteria that the profile alone decides (issue: boards)."""
-    import math
-
-    from tasks.classification.task import PROFILES
-
-    bench = PROFILES["bench"]
-    splits = bench.options["splits"]
-    assert 10 * splits["test"] >= 2000
-    spe = math.ceil(10 * splits["train"] / bench.batch_size)
-    total = bench.epochs * spe
-    assert bench.lr_schedule.warmup(spe) <= 0.1 * total
-    spec, _, gap = _plan_points("bench", "gap", spe)
-    assert spec.params["rounds"] >= 3 and gap["steps_per_grow_step"] >= 100
-    assert 0.1 <= gap["finetune_epochs"] / spec.epochs <= 0.25
-    spec, budget, _ = _plan_points("bench", "magnitude", spe)
-    assert total - budget.fraction_to_step(spec.params["end"]) >= 0.25 * total
-    for method, params in (("rigl", {}), ("set", {"variant": "rigl"})):
-        _, _, p = _plan_points("bench", method, spe, **params)
-        assert p["t_end_step"] // p["delta_t_steps"] + 1 >= 10
-    assert bench.epochs - 1 >= 10  # SET (original) rewires after every epoch but the last
-    assert 0.0 < bench.options["headline_sparsity"] < 1.0
-
-
 def test_shapes_split_sizes_name_their_own_folder(tmp_path):
     from tasks.classification.synthetic import SPLITS, ensure_shapes, folder_name
 

@@ -13,7 +13,6 @@ from PIL import Image
 
 from gapbench.cli import main
 from gapbench.errors import UserError
-from gapbench.runspec import GridRequest, resolve_grid
 from tasks.detection.coco import CocoDetection, coco_map, load_coco
 
 CATEGORIES = [
@@ -196,48 +195,3 @@ def test_tiny_end_to_end_with_a_sparse_method(tmp_path, capsys):
     assert record["policy"]["task_excluded_tensors"]  # the SSD heads stay dense
     assert all(n.startswith("head.") for n in record["policy"]["task_excluded_tensors"])
     assert torch.isfinite(torch.tensor(record["history"][0]["train_loss"]))
-
-
-def test_bench_profile_schedules_are_the_methods_own_in_miniature():
-    """The board's plan, read as the board checks read records: warm-up <= 10%, GaP R >= 3 with
-    100-step grow phases and a 10-25% fine-tune, GMP's last prune with >= 25% of the run left at
-    >= 0.2x the peak LR, >= 10 RigL updates and SET rewirings, >= 500 test images, every conv
-    (the heads too) prunable."""
-    from gapbench.engine.lr import lr_factor
-    from gapbench.sparse.method import Budget
-    from tasks.detection.synthetic import VERSIONS
-    from tasks.detection.task import PROFILES
-
-    profile = PROFILES["bench"]
-    splits = VERSIONS[profile.options["data_version"]]
-    assert splits["test"] >= 500 and profile.exclude == ()
-    assert 0.5 < profile.options["headline_sparsity"] < 1
-    spe = splits["train"] // profile.batch_size
-    for multiplier in (1.0, 2.0):
-        specs = {
-            s.method: s
-            for s in resolve_grid(
-                GridRequest(
-                    task="detection",
-                    methods=["dense", "magnitude", "gap", "rigl", "set"],
-                    profile="bench",
-                    multipliers=[multiplier],
-                )
-            )
-        }
-        total = specs["dense"].epochs * spe
-        warmup = profile.lr_schedule.warmup(spe)
-        assert warmup <= 0.1 * total
-        gap = specs["gap"].build_method()
-        points = gap.plan(Budget(specs["gap"].epochs, spe)).points
-        assert points["grow_steps"] // gap.params.partitions >= 3
-        assert points["steps_per_grow_step"] >= 100
-        assert 0.10 <= points["finetune_epochs"] / points["trainer_epochs"] <= 0.25
-        end = Budget(specs["magnitude"].epochs, spe).fraction_to_step(
-            specs["magnitude"].build_method().params.end
-        )
-        assert (total - end) / total >= 0.25
-        assert lr_factor(profile.lr_schedule.kind, end, total, warmup) >= 0.2
-        rigl = specs["rigl"].build_method().plan(Budget(specs["rigl"].epochs, spe)).points
-        assert rigl["t_end_step"] // rigl["delta_t_steps"] + 1 >= 10
-        assert specs["set"].epochs - 1 >= 10  # one rewiring after every epoch but the last
