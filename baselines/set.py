@@ -5,7 +5,12 @@ random. Reference: github.com/dcmocanu/sparse-evolutionary-artificial-neural-net
 `variant=original` (default), as the reference: after every epoch but the last, each layer removes
 the fraction zeta of its positive weights closest to zero and zeta of its negative weights closest
 to zero (separately), then regrows as many connections uniformly at random among the inactive
-ones; zeta stays constant. Regrown connections start at zero (as in the Keras version) with zeroed
+ones; zeta stays constant. A live weight that is exactly zero is removed too, as the reference's
+thresholds do (`rewiredWeights[rewiredWeights != 1] = 0`): it is neither above the positive nor
+below the negative cut. Keeping such weights instead lets connections in dead channels (conv + BN
++ ReLU, where a weight's gradient is exactly zero) pile up as live zeros that never train, so the
+network's real density falls each epoch. The reference's index arithmetic removes ceil(zeta*n)
+negatives and floor(zeta*n)+1 positives; gapbench removes floor(zeta*n) of each (exact counts). Regrown connections start at zero (as in the Keras version) with zeroed
 optimizer state. The Keras version also rebuilds its SGD optimizer every epoch (momentum restarts
 from zero for every weight): `restart_optimizer=true` does that (every parameter's optimizer state
 cleared at each rewiring); the default keeps one optimizer per run, as every other method.
@@ -114,7 +119,7 @@ class SET(Method):
         # Keep the (1 - zeta) largest positives and the (1 - zeta) most negative weights.
         keep_pos = topk_mask(w.masked_fill(~positive, -float("inf")), n_pos - int(zeta * n_pos))
         keep_neg = topk_mask((-w).masked_fill(~negative, -float("inf")), n_neg - int(zeta * n_neg))
-        kept = keep_pos | keep_neg | (old & (w == 0))  # live zeros are neither sign: kept
+        kept = keep_pos | keep_neg  # live zeros are neither sign: removed, as the reference
         removed = masks.count(name) - int(kept.sum())
         grown = topk_mask(grow_score.float().masked_fill(kept, -float("inf")), removed)
         masks.set_mask(name, kept, self.ctx.optimizer)
