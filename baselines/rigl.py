@@ -12,7 +12,11 @@ magnitude among the rest. As in the reference:
   steps and updates in one iteration instead);
 - a weight dropped and regrown in the same update keeps its value and state
   (`reinit_when_same=False`); newly grown weights start at zero with zeroed optimizer state;
-- dense gradients are read before masking: autograd already computes them, no second backward.
+- dense gradients are read before masking: autograd already computes them, no second backward;
+- the drop scores |w| get N(0, drop_noise^2) noise, 1e-5 as the reference's `noise_std` (ties
+  among equal magnitudes, e.g. grown weights still at zero, fall at random; seeded by (seed, step,
+  layer)); grow-score ties go to the lower index, as TF's `top_k` (zero gradients on dead channels
+  grow leading channels, see README).
 ΔT is defined in samples: `delta_t` steps at `delta_t_batch` samples per step (RigL's ImageNet runs:
 100 steps at batch 4096), converted to the run's global batch and recorded; `delta_frac` sets it
 as a fraction of the run instead (small data sets).
@@ -40,6 +44,7 @@ class RigLParams(Params):
     t_end: float = 0.75  # fraction of the run after which masks are frozen
     replace_step: bool = True  # the update iteration takes no optimizer step (reference)
     reinit_when_same: bool = False  # zero a weight dropped and regrown in one update
+    drop_noise: float = 1e-5  # std of the noise on |w| before the drop (reference noise_std)
 
     def check(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
@@ -48,6 +53,8 @@ class RigLParams(Params):
             raise UserError("delta_t and delta_t_batch must be at least 1")
         if not 0.0 <= self.delta_frac < 1.0 or not 0.0 < self.t_end <= 1.0:
             raise UserError("needs 0 <= delta_frac < 1 and 0 < t_end <= 1")
+        if not 0.0 <= self.drop_noise < 1e-2:
+            raise UserError(f"drop_noise must be in [0, 0.01), got {self.drop_noise}")
 
 
 class UpdateSchedule:
@@ -78,22 +85,40 @@ class UpdateSchedule:
         }
 
 
+def drop_scores(method: Method, name: str, step: int, noise: float) -> torch.Tensor:
+    """|w| of the live entries plus N(0, noise^2), seeded by (seed, step, layer): the reference's
+    tie-breaking noise. Dead entries sit at -1, far below any live score."""
+    score = method.magnitude(name)
+    if noise > 0:
+        index = method.masks.names.index(name)
+        stream = method.ctx.seed * 1_000_003 + step * 1009 + index + 2**40  # apart from growth's
+        gen = torch.Generator().manual_seed(stream)
+        score = score + noise * torch.randn(score.shape, generator=gen).to(score.device)
+    return score
+
+
 def drop_and_grow(
-    method: Method, name: str, fraction: float, grow_score: torch.Tensor, reinit_when_same: bool
+    method: Method,
+    name: str,
+    fraction: float,
+    grow_score: torch.Tensor,
+    reinit_when_same: bool,
+    drop_score: torch.Tensor | None = None,
 ) -> int:
-    """Drop `fraction` of the active weights of `name` with the smallest |w|, grow as many of the
-    rest with the highest `grow_score`, inside the run's pattern (whole blocks; N:M groups refilled
-    to N). Returns how many weights are new. Counts are unchanged."""
+    """Drop `fraction` of the active weights of `name` with the smallest `drop_score` (|w| if not
+    given), grow as many of the rest with the highest `grow_score`, inside the run's pattern (whole
+    blocks; N:M groups refilled to N). Returns how many weights are new. Counts are unchanged."""
     masks, pattern = method.masks, method.ctx.pattern
     old = masks.masks[name]
     alive = masks.count(name)
     k = int(fraction * alive / pattern.unit) * pattern.unit
     if k == 0 or alive == old.numel():
         return 0
+    drop = method.magnitude(name) if drop_score is None else drop_score
     if pattern.kind == "block":
-        kept = pattern.select(method.magnitude(name), alive - k)
+        kept = pattern.select(drop, alive - k)
     else:
-        kept = topk_mask(method.magnitude(name), alive - k)
+        kept = topk_mask(drop, alive - k)
     candidates = grow_score.float().masked_fill(kept, -math.inf)
     if pattern.kind == "nm":  # refill every group to N
         grown = pattern.select_per_group(candidates, pattern.n - kept.reshape(-1, pattern.m).sum(1))
@@ -145,8 +170,16 @@ class RigL(Method):
         if not self.scores:
             return
         fraction = self.schedule.drop_fraction(step)
+        noise = self.params.drop_noise
         fresh = sum(
-            drop_and_grow(self, n, fraction, self.scores[n], self.params.reinit_when_same)
+            drop_and_grow(
+                self,
+                n,
+                fraction,
+                self.scores[n],
+                self.params.reinit_when_same,
+                drop_scores(self, n, step, noise),
+            )
             for n in self.masks.names
         )
         self.scores = {}

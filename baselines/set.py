@@ -16,7 +16,8 @@ from zero for every weight): `restart_optimizer=true` does that (every parameter
 cleared at each rewiring); the default keeps one optimizer per run, as every other method.
 `variant=rigl`: SET as the RigL paper ran it — RigL's ΔT, cosine-decayed drop fraction and T_end
 (baselines/rigl.py), drop by |w|, random growth, the weight step taken before the mask update
-(rigl/sparse_optimizers.py SparseSETOptimizer).
+(rigl/sparse_optimizers.py SparseSETOptimizer), with its N(0, 1e-5^2) noise on the drop scores
+(`drop_noise`; variant=original's signed thresholds take no noise, as the Keras reference).
 Random growth comes from a generator seeded by (seed, step, layer): every rank draws the same and
 a resume reproduces it.
 """
@@ -28,7 +29,7 @@ from typing import Literal
 
 import torch
 
-from baselines.rigl import RigLParams, UpdateSchedule, drop_and_grow
+from baselines.rigl import RigLParams, UpdateSchedule, drop_and_grow, drop_scores
 from gapbench.errors import UserError
 from gapbench.registry import register_method
 from gapbench.sparse.masks import topk_mask
@@ -93,8 +94,16 @@ class SET(Method):
             return
         fraction = self.schedule.drop_fraction(step)
         scores = self.random_scores(step)
+        noise = self.params.drop_noise
         fresh = sum(
-            drop_and_grow(self, n, fraction, scores[n], self.params.reinit_when_same)
+            drop_and_grow(
+                self,
+                n,
+                fraction,
+                scores[n],
+                self.params.reinit_when_same,
+                drop_scores(self, n, step, noise),
+            )
             for n in self.masks.names
         )
         self._log(step, fraction, fresh)

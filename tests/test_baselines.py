@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from baselines.rigl import RigLParams, UpdateSchedule, drop_and_grow
+from baselines.rigl import RigLParams, UpdateSchedule, drop_and_grow, drop_scores
 from gapbench.errors import UserError
 from gapbench.registry import get_method_class
 from gapbench.sparse.method import Budget
@@ -105,6 +105,34 @@ def test_rigl_grows_where_the_dense_gradient_is_largest_and_starts_them_at_zero(
         grown.flatten().nonzero().flatten().tolist()
     )
     assert torch.all(run.masks.params[name][grown] == 0)
+
+
+def test_rigl_drop_ties_fall_at_random_with_the_reference_noise_and_by_index_without():
+    """google-research/rigl adds N(0, 1e-5^2) to |w| before the drop (`noise_std`): among weights
+    of equal magnitude (grown ones still at zero) which go is random, seeded by (seed, step,
+    layer); drop_noise=0 keeps the lower indices."""
+    name = "fc1.weight"
+
+    def dropped(params, seed=0, step=4):
+        run = _run("rigl", {"delta_t": 1, "delta_t_batch": 8, **params}, seed=seed)
+        masks, param = run.masks, run.masks.params[name]
+        with torch.no_grad():  # every live weight tied at 0.5
+            param.copy_(masks.masks[name].float() * 0.5)
+        before = masks.masks[name].clone()
+        scores = drop_scores(run.method, name, step, run.method.params.drop_noise)
+        # Grow scores that never pick a dropped weight back: what goes is what the drop chose.
+        grow = before.float().neg()
+        drop_and_grow(run.method, name, 0.25, grow, False, scores)
+        gone = (before & ~masks.masks[name]).flatten().nonzero().flatten().tolist()
+        live = before.flatten().nonzero().flatten().tolist()
+        return gone, live
+
+    gone, live = dropped({"drop_noise": 0.0})
+    assert gone == live[-len(gone) :]  # ties by index: the lower indices are kept
+    a, live = dropped({})
+    assert a != live[-len(a) :] and len(a) == len(gone)  # the reference's noise breaks the tie
+    assert dropped({}) == (a, live) and dropped({}, seed=1)[0] != a and dropped({}, step=8)[0] != a
+    assert RigLParams().drop_noise == 1e-5
 
 
 def test_set_original_removes_the_weakest_positives_and_negatives_separately():

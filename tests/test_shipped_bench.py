@@ -1,15 +1,16 @@
 """The shipped `bench` boards hold the criteria that make a board measure methods, read from their
 records: every run's schedule (warm-up share, GaP's rounds, phase steps and fine-tune share, GMP's
-last prune, RigL's and SET's updates, the test split) and, on every headline board that is
-complete, the separation (dense above the best sparse mean, best and worst intervals disjoint),
-or else that it still has fewer than 5 seeds.
+last prune, RigL's and SET's updates, the test split), dense's convergence wherever dense at 2x
+the budget is shipped (within one metric point, 0.01 for mIoU, of dense at 1x) and, on every
+headline board that is complete, the separation (dense above the best sparse mean, best and
+worst intervals disjoint), or else that it still has fewer than 5 seeds.
 The bench boards are made batch by batch (benchmarks/reference_runs.sh); these tests hold every
 batch shipped so far."""
 
 from pathlib import Path
 
 from gapbench.cli import headline_sparsity
-from gapbench.report.board_checks import schedule_checks, separation_checks
+from gapbench.report.board_checks import convergence_checks, schedule_checks, separation_checks
 from gapbench.report.records import RunRecord, load_records
 
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
@@ -61,3 +62,12 @@ def test_a_headline_board_separates_its_methods_or_is_marked_for_five_seeds():
             for m in HEADLINE_METHODS
         )
         assert not failed or fewest < 5, (task, failed)
+
+
+def test_dense_has_converged_on_every_shipped_board_that_ran_it_at_2x():
+    records = bench_records()
+    doubled = {r.task for r in records if r.method == "dense" and r.multiplier == 2.0}
+    checks = [c for c in convergence_checks(records) if c.name.split("/")[0] in doubled]
+    assert len(checks) == len(doubled)
+    failed = [f"{c.name}: {c.value}" for c in checks if not c.ok]
+    assert not failed, failed
