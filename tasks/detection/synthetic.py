@@ -25,8 +25,11 @@ CATEGORIES = [
 # `dataset` name carry it, so records never mix two sets under one name.
 VERSIONS: dict[int, dict[str, int]] = {
     1: {"train": 640, "val": 96, "test": 96},  # tiny
-    2: {"train": 1600, "val": 200, "test": 500},  # bench: >= 500 test images
+    2: {"train": 1600, "val": 200, "test": 500},  # 128 px, >= 500 test images
+    3: {"train": 1600, "val": 200, "test": 500},  # bench: 64 px (a step costs 1/3.3 of 128 px)
 }
+# Version -> image side in pixels (objects are 15-50% of it).
+IMAGE_SIZES: dict[int, int] = {1: 128, 2: 128, 3: 64}
 VERSION = 1  # the tiny profile's
 SPLITS = VERSIONS[VERSION]
 
@@ -64,12 +67,12 @@ def _image(rng: np.random.Generator, size: int) -> tuple[Image.Image, list[dict]
     return img, objects
 
 
-def write_synthetic(root: Path, size: int = 128, seed: int = 0, version: int = VERSION) -> Path:
+def write_synthetic(root: Path, seed: int = 0, version: int = VERSION) -> Path:
     """Generate data set `version` into `root` (once); returns root. Layout:
     annotations/instances_<split>.json and <split>/<id>.jpg, the COCO 2017 layout with a test
     split added."""
     return generate_once(
-        root, (root / "COMPLETE").exists, lambda: _write(root, size, seed, version)
+        root, (root / "COMPLETE").exists, lambda: _write(root, IMAGE_SIZES[version], seed, version)
     )
 
 

@@ -22,7 +22,7 @@ from gapbench.task import (
 )
 from tasks.detection.coco import CocoDetection, coco_map, collate, to_coco_results
 from tasks.detection.models import build_ssd300, build_tiny_ssd
-from tasks.detection.synthetic import VERSIONS, write_synthetic
+from tasks.detection.synthetic import IMAGE_SIZES, VERSIONS, write_synthetic
 
 # tiny and paper keep the SSD heads (box and class predictors) dense, the task's choice, recorded;
 # backbone and extra-layer convs are prunable, the first conv dense by default (`--dense-layers`).
@@ -32,7 +32,7 @@ HEADS = ("head",)
 
 def _shapes(version: int) -> str:
     sizes = "/".join(str(n) for n in VERSIONS[version].values())
-    return f"generated COCO-format shapes v{version} ({sizes} images, 128 px, 3 classes)"
+    return f"generated COCO-format shapes v{version} ({sizes} images, {IMAGE_SIZES[version]} px, 3 classes)"
 
 
 PROFILES = {
@@ -57,22 +57,23 @@ PROFILES = {
             "rigl": {"delta_frac": 0.05},
             "set[variant=rigl]": {"delta_frac": 0.05},
         },
-        options={"image_size": 128, "data_version": 1, "headline_sparsity": 0.9},
+        options={"image_size": IMAGE_SIZES[1], "data_version": 1, "headline_sparsity": 0.9},
     ),
-    # The board: 1600/200/500 images, 100 updates an epoch, 11 epochs. The heads are pruned too,
+    # The board: 1600/200/500 images of 64 px (v3; a step costs about 1/3 of 128 px, so the run
+    # can be long enough to converge), 100 updates an epoch, 45 epochs. The heads are pruned too,
     # so the sparsity is that of every conv (the first one aside): with dense heads, the heads'
     # weights would carry most of what a 90% model keeps and blur the methods' differences.
-    # Warm-up 1 of 11 epochs; GaP kappa=3 (body + first extra | later extras | heads), R=3, one
-    # epoch (100 steps) per grow phase, F=2 (18%); GMP reaches its target at 60% (cosine LR 0.41x
-    # peak there, 40% of the run left); RigL's dT 5% of the run (16 updates before T_end);
-    # SET rewires after each of 10 epochs.
+    # Warm-up 1 of 45 epochs; GaP kappa=3 (body + first extra | later extras | heads), R=3,
+    # T=4 epochs (400 steps) per grow phase, F=9 (20%); GMP reaches its target at 60% (cosine LR
+    # 0.35x peak there, 40% of the run left); RigL's dT 5% of the run (16 updates before T_end);
+    # SET rewires after each of 44 epochs.
     "bench": Profile(
         name="bench",
-        epochs=11,
+        epochs=45,
         batch_size=16,
         optimizer=OptimizerRecipe("adamw", lr=2e-3, weight_decay=1e-4),
         lr_schedule=LrSchedule("cosine", warmup_epochs=1),
-        dataset=_shapes(2),
+        dataset=_shapes(3),
         grad_clip=10.0,
         dense_layers="first",
         exclude=(),
@@ -85,12 +86,12 @@ PROFILES = {
             2: (("backbone",), HEADS),
         },
         method_defaults={
-            "gap": {"partitions": 3, "rounds": 3, "epochs_per_step": 1, "finetune": 2},
+            "gap": {"partitions": 3, "rounds": 3, "epochs_per_step": 4, "finetune": 9},
             "magnitude": {"end": 0.6},
             "rigl": {"delta_frac": 0.05},
             "set[variant=rigl]": {"delta_frac": 0.05},
         },
-        options={"image_size": 128, "data_version": 2, "headline_sparsity": 0.9},
+        options={"image_size": IMAGE_SIZES[3], "data_version": 3, "headline_sparsity": 0.9},
     ),
     # The SSD recipe: SGD momentum 0.9, wd 5e-4, lr 2e-3 per 32 images, warm-up, cosine; C-GaP
     # kappa=3, R=2, T=10, F=60 (120 epochs).
@@ -177,7 +178,7 @@ class DetectionTask(Task):
                 _split(root, "val", False),
                 _split(root, "test", False),
             )
-            model = build_tiny_ssd(len(train.category_ids))
+            model = build_tiny_ssd(len(train.category_ids), IMAGE_SIZES[version])
         else:
             root = request.data_root
             if root is None:
