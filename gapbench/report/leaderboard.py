@@ -421,7 +421,9 @@ def to_csv(table: pd.DataFrame) -> str:
 
 
 def write_leaderboard(out: Path, ref: str = DEFAULT_REF) -> pd.DataFrame:
-    """Read every record under `out`; write leaderboard.csv, leaderboard.md and plots there."""
+    """Read every record under `out`; write leaderboard.csv, leaderboard.md, budget.md (where a
+    budget axis exists) and plots there."""
+    from gapbench.report.budget import write_budget
     from gapbench.report.plots import write_plots
     from gapbench.report.published import load_published
 
@@ -429,6 +431,7 @@ def write_leaderboard(out: Path, ref: str = DEFAULT_REF) -> pd.DataFrame:
     table = leaderboard_frame(records_frame(records), ref)
     atomic_write_text(to_csv(table), out / "leaderboard.csv")
     atomic_write_text(to_markdown(table, load_published()), out / "leaderboard.md")
+    write_budget(records, out)
     write_plots(table, records, out)
     return table
 

@@ -5,7 +5,8 @@
 - `<task>-<profile>-flops.png`: metric vs training FLOPs relative to dense (RigL's figure), every
   budget of that task and profile;
 - `<task>-<profile>-gap-schedule.png`: GaP's partition densities over epochs (the schedule seen);
-- `<task>-<profile>-turnover.png`: RigL/SET mask turnover at every update.
+- `<task>-<profile>-turnover.png`: RigL/SET mask turnover at every update;
+- `<task>-<profile>-budget.png`: metric vs training budget multiple (gapbench.report.budget).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from gapbench.report.budget import budget_label, budget_stats, row_order
 from gapbench.report.records import RunRecord
 
 STYLE = {
@@ -32,6 +34,7 @@ STYLE = {
 }
 MARKERS = {"uniform": "o", "erk": "s", "global": "^", "dense": "_"}
 PATTERN_MARKER = "D"  # N:M and block runs: a fixed sparsity, never joined to a curve
+VARIANT_MARKERS = ("o", "s", "^", "v", "D")  # a method's configurations on the budget axis
 
 
 def _series(method: str, dist: str, pattern: str, variant: str = "") -> str:
@@ -212,7 +215,58 @@ def plot_schedules(records: list[RunRecord], out: Path) -> list[Path]:
     return paths
 
 
+def plot_budget(records: list[RunRecord], out: Path) -> list[Path]:
+    """`plots/<task>-<profile>-budget.png`: metric vs budget multiple (log2 axis), one line per
+    method with 95% t-interval error bars, dense dashed; one panel per sparsity."""
+    stats = budget_stats(records)
+    plt, paths = _plt(), []
+    for (task, profile), tp in stats.groupby(["task", "profile"], sort=True):
+        panels = sorted(tp["sparsity"].unique())
+        fig, axes = plt.subplots(
+            1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False, sharey=True
+        )
+        for ax, sparsity in zip(axes[0], panels):
+            g = tp[tp["sparsity"] == sparsity]
+            labels = sorted(
+                {(lab, m) for lab, m in zip(g["label"], g["method"])},
+                key=lambda x: row_order(*x),
+            )
+            seen: dict[str, int] = {}
+            for label, method in labels:
+                s = g[g["label"] == label].sort_values("multiplier")
+                dense = method == "dense"
+                nth = seen[method] = seen.get(method, -1) + 1  # a method's configurations
+                ax.errorbar(
+                    s["multiplier"],
+                    s["mean"],
+                    yerr=[0.0 if math.isnan(h) else h for h in s["half"]],
+                    marker="_" if dense else VARIANT_MARKERS[nth % len(VARIANT_MARKERS)],
+                    color="k" if dense else STYLE.get(method),
+                    linestyle="--" if dense else "-",
+                    capsize=3,
+                    label=label,
+                )
+            budgets = sorted(g["multiplier"].unique())
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(budgets)
+            ax.set_xticklabels([budget_label(m) for m in budgets])
+            ax.minorticks_off()
+            ax.set_xlabel("training budget (multiple of the profile's epochs)")
+            ax.set_title(f"{task} ({profile}), {sparsity * 100:g}% uniform", fontsize=9)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        axes[0][0].set_ylabel(f"{tp['metric'].iloc[0]} (mean, 95% CI)")
+        paths.append(_save(fig, Path(out) / "plots" / f"{task}-{profile}-budget.png"))
+        plt.close(fig)
+    return paths
+
+
 def write_plots(table: pd.DataFrame, records: list[RunRecord], out: Path) -> list[Path]:
     if table.empty:
         return []
-    return plot_sparsity(table, out) + plot_flops(table, out) + plot_schedules(records, out)
+    return (
+        plot_sparsity(table, out)
+        + plot_flops(table, out)
+        + plot_schedules(records, out)
+        + plot_budget(records, out)
+    )
