@@ -58,8 +58,6 @@ batch_weights() {  # runs whose final weights ship too (export and speed): magni
   "${RUN[@]}" --task "$1" --methods magnitude,rigl,gap --pattern nm:2:4 --seeds 0 --save-weights
 }
 
-# The detection batches wait for a bench setting whose dense run converges (README, Detection):
-# their records do not ship yet.
 BATCHES=(
   headline-classification headline-partseg headline-detection headline-translation
   dense2x-classification dense2x-partseg dense2x-detection dense2x-translation
@@ -84,3 +82,5 @@ done
 [ -n "${DRY_RUN:-}" ] && exit 0
 python3 -m gapbench leaderboard --out "$OUT"
 python3 -m gapbench check-board --out "$OUT" --profile "$PROFILE" || true
+# The detection batches wait for a bench setting whose dense run converges (README, Detection):
+# their records do not ship yet.
