@@ -37,6 +37,9 @@ batch_headline() {  # every method at the headline sparsity, uniform
   # shellcheck disable=SC2046
   "${RUN[@]}" --task "$task" --methods "$methods" --sparsity "$(headline "$task")" --seeds $(seeds "$task")
 }
+batch_ninety() {  # the 90% point with every headline method, 5 seeds (where 95% is the headline)
+  "${RUN[@]}" --task "$1" --methods "$SIX" --sparsity 0.9 --seeds ${SEEDS:-0 1 2 3 4}
+}
 batch_dense2x() {  # dense at twice the budget: has dense converged?
   # shellcheck disable=SC2046
   "${RUN[@]}" --task "$1" --methods dense --multiplier 2 --seeds $(seeds "$1")
@@ -59,7 +62,7 @@ batch_weights() {  # runs whose final weights ship too (export and speed): magni
 }
 
 BATCHES=(
-  headline-classification headline-partseg headline-detection headline-translation
+  headline-classification headline-partseg headline-detection headline-translation ninety-partseg
   dense2x-classification dense2x-partseg dense2x-detection dense2x-translation
   budget-classification budget-partseg
   flops-translation curve-classification weights-classification weights-translation
