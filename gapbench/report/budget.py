@@ -23,7 +23,7 @@ import pandas as pd
 from scipy import stats
 
 from gapbench.report.atomic import atomic_write_text
-from gapbench.report.records import RunRecord
+from gapbench.report.records import RunRecord, flatten_identity
 
 BUDGET_FILE = "budget.md"
 STATS_COLUMNS = [
@@ -89,16 +89,6 @@ def _fmt(value: float, places: int) -> str:
     return f"{value:.{places}f}"
 
 
-def _flatten(identity: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in identity.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _epoch_fields(method: str) -> tuple[str, ...]:
     """The method's parameters counted in epochs: a multiplier stretches them with the run."""
     from gapbench.errors import UserError
@@ -113,7 +103,7 @@ def _epoch_fields(method: str) -> tuple[str, ...]:
 def _configuration(r: RunRecord) -> dict[str, Any]:
     """The run's identity but its axes, as it would read at 1x (epoch-counted parameters and the
     epochs divided by the multiplier), so one configuration's budgets line up in one row."""
-    out = {k: v for k, v in _flatten(r.identity).items() if k.split(".")[0] not in _AXES}
+    out = {k: v for k, v in flatten_identity(r.identity).items() if k.split(".")[0] not in _AXES}
     for name in _epoch_fields(r.method):
         value = out.get(f"params.{name}")
         if isinstance(value, int | float) and value > 0:

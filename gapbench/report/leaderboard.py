@@ -20,7 +20,7 @@ import pandas as pd
 from scipy import stats
 
 from gapbench.report.atomic import atomic_write_text
-from gapbench.report.records import RunRecord, load_records
+from gapbench.report.records import RunRecord, flatten_identity, load_records
 
 SECTION = ["task", "profile", "budget_mode", "multiplier", "epochs", "match_ref"]
 ROW = ["method", "distribution", "sparsity", "pattern"]
@@ -30,24 +30,13 @@ _SHOWN = {*SECTION, *ROW, "seed", "schema", "match_epochs"}
 SCORED, UNSCORED = "complete", ("diverged", "no_metric")
 
 
-def _flatten(identity: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested identity -> dotted keys (params.start), so differences can be named one by one."""
-    flat: dict[str, Any] = {}
-    for key, value in identity.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _variant(r: RunRecord, flops_mode: bool) -> dict[str, Any]:
     """Everything of the run's resolved identity that no section or row column shows: method
     parameters, precision, batch size, dense layers, data, ... Seeds of one row share all of it."""
     shown = set(_SHOWN)
     if not flops_mode:
         shown.add("epochs")  # the section's budget; FLOPs-matched runs each keep their own
-    return {k: v for k, v in _flatten(r.identity).items() if k.split(".")[0] not in shown}
+    return {k: v for k, v in flatten_identity(r.identity).items() if k.split(".")[0] not in shown}
 
 
 def _key(values: dict[str, Any]) -> str:

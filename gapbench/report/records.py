@@ -311,3 +311,14 @@ def load_records(out: Path) -> list[RunRecord]:
             continue
         records[record.run_id] = (path, record)
     return [record for _, record in records.values()]
+
+
+def flatten_identity(identity: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested identity -> dotted keys (params.start), so differences can be named one by one."""
+    flat: dict[str, Any] = {}
+    for key, value in identity.items():
+        if isinstance(value, dict):
+            flat.update(flatten_identity(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
