@@ -9,7 +9,8 @@ import pytest
 from helpers import cli
 from scipy import stats
 
-from gapbench.report.leaderboard import t_interval, write_leaderboard
+from gapbench.report.intervals import t_interval
+from gapbench.report.leaderboard import write_leaderboard
 from gapbench.report.records import SCHEMA_VERSION, RunRecord, run_id, write_record
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gapbench.engine.lr import lr_factor
-from gapbench.report.leaderboard import t_interval
+from gapbench.report.intervals import t_interval
 from gapbench.report.records import RunRecord
 
 # Smallest test split per task that keeps sampling error well below the reported differences.

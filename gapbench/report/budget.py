@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from scipy import stats
 
 from gapbench.report.atomic import atomic_write_text
+from gapbench.report.intervals import mean_std_half, metric_digits
 from gapbench.report.records import RunRecord, flatten_identity
 
 BUDGET_FILE = "budget.md"
@@ -66,23 +66,6 @@ _AXES = {
 }
 
 TableKey = tuple[str, str, float]
-
-
-def half_interval(values: list[float]) -> tuple[float, float]:
-    """(mean, half-width of the 95% Student-t interval of the mean; nan below two values): the
-    leaderboard's t_interval (tests/test_budget_axis.py holds the two to the same numbers).
-    Computed here because the leaderboard imports this module."""
-    n = len(values)
-    mean = sum(values) / n if n else float("nan")
-    if n < 2:
-        return mean, float("nan")
-    std = float(pd.Series(values).std(ddof=1))
-    return mean, float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n))
-
-
-def digits(means: list[float]) -> int:
-    """The leaderboard's rule: [0, 1] metrics (mIoU-style) get a third digit."""
-    return 3 if max(abs(m) for m in means) <= 1.0 else 2
 
 
 def _fmt(value: float, places: int) -> str:
@@ -180,7 +163,7 @@ def budget_stats(records: list[RunRecord]) -> pd.DataFrame:
             table = pd.concat([dense[dense["multiplier"].isin(budgets)], s])
             table["label"] = _labels(table)
             for (label, mult), g in table.groupby(["label", "multiplier"], sort=True):
-                mean, half = half_interval(sorted(g["value"]))
+                mean, _, half = mean_std_half(sorted(g["value"]))
                 rows.append(
                     {
                         "task": task,
@@ -222,7 +205,7 @@ def budget_table(records: list[RunRecord]) -> dict[TableKey, pd.DataFrame]:
     stats = budget_stats(records)
     tables: dict[TableKey, pd.DataFrame] = {}
     for (task, profile, sparsity), g in stats.groupby(["task", "profile", "sparsity"], sort=True):
-        places = digits(list(g["mean"]))
+        places = metric_digits(list(g["mean"]))
         budgets = sorted(g["multiplier"].unique())
         sparse = g[g["method"] != "dense"].copy()
         sparse["rank"] = sparse.groupby("multiplier")["mean"].rank(method="min", ascending=False)

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from scipy import stats
 
 from gapbench.report.atomic import atomic_write_text
+from gapbench.report.intervals import metric_digits, t_interval
 from gapbench.report.records import RunRecord, flatten_identity, load_records
 
 SECTION = ["task", "profile", "budget_mode", "multiplier", "epochs", "match_ref"]
@@ -134,17 +134,6 @@ def _variant_labels(df: pd.DataFrame) -> pd.Series:
     return labels
 
 
-def t_interval(values: list[float]) -> tuple[float, float, float, float]:
-    """(mean, std, low, high): the 95% Student-t interval of the mean (nan below 2 values)."""
-    n = len(values)
-    mean = sum(values) / n if n else float("nan")
-    if n < 2:
-        return mean, float("nan"), float("nan"), float("nan")
-    std = float(pd.Series(values).std(ddof=1))
-    half = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)
-    return mean, std, mean - half, mean + half
-
-
 ROW_KEY = SECTION + ROW + ["variant_key"]
 
 
@@ -249,7 +238,7 @@ def _fmt(value: float, digits: int) -> str:
 
 
 def _digits(table: pd.DataFrame) -> int:
-    return 3 if table["mean"].abs().max() <= 1.0 else 2  # mIoU-style [0, 1] metrics get a third
+    return metric_digits(list(table["mean"]))
 
 
 def _section_title(fields: dict[str, Any]) -> str:
