@@ -59,21 +59,21 @@ PROFILES = {
         },
         options={"image_size": IMAGE_SIZES[1], "data_version": 1, "headline_sparsity": 0.9},
     ),
-    # The board: 1600/200/500 images of 64 px (v3; a step costs about 1/3 of 128 px, so the run
-    # can be long enough to converge), 100 updates an epoch, 45 epochs. The heads are pruned too,
-    # so the sparsity is that of every conv (the first one aside): with dense heads, the heads'
-    # weights would carry most of what a 90% model keeps and blur the methods' differences.
-    # Warm-up 1 of 45 epochs; GaP kappa=3 (body + first extra | later extras | heads), R=3,
-    # T=4 epochs (400 steps) per grow phase, F=9 (20%); GMP reaches its target at 60% (cosine LR
-    # 0.35x peak there, 40% of the run left); RigL's dT 5% of the run (16 updates before T_end);
-    # SET rewires after each of 44 epochs.
+    # The board: 6400/200/500 images of 64 px (v4; a step costs about 1/3 of 128 px, and v3's
+    # 1600 training images overfit a run long enough to converge), 400 updates an epoch, 11
+    # epochs. The heads are pruned too, so the sparsity is that of every conv (the first one
+    # aside): with dense heads, the heads' weights would carry most of what a 90% model keeps and
+    # blur the methods' differences. Warm-up 1 of 11 epochs; GaP kappa=3 (body + first extra |
+    # later extras | heads), R=3, T=1 epoch (400 steps) per grow phase, F=2 (18%); GMP reaches
+    # its target at 60% (cosine LR 0.35x peak there, 40% of the run left); RigL's dT 5% of the
+    # run (16 updates before T_end); SET rewires after each of 10 epochs.
     "bench": Profile(
         name="bench",
-        epochs=45,
+        epochs=11,
         batch_size=16,
         optimizer=OptimizerRecipe("adamw", lr=2e-3, weight_decay=1e-4),
         lr_schedule=LrSchedule("cosine", warmup_epochs=1),
-        dataset=_shapes(3),
+        dataset=_shapes(4),
         grad_clip=10.0,
         dense_layers="first",
         exclude=(),
@@ -86,12 +86,12 @@ PROFILES = {
             2: (("backbone",), HEADS),
         },
         method_defaults={
-            "gap": {"partitions": 3, "rounds": 3, "epochs_per_step": 4, "finetune": 9},
+            "gap": {"partitions": 3, "rounds": 3, "epochs_per_step": 1, "finetune": 2},
             "magnitude": {"end": 0.6},
             "rigl": {"delta_frac": 0.05},
             "set[variant=rigl]": {"delta_frac": 0.05},
         },
-        options={"image_size": IMAGE_SIZES[3], "data_version": 3, "headline_sparsity": 0.9},
+        options={"image_size": IMAGE_SIZES[4], "data_version": 4, "headline_sparsity": 0.9},
     ),
     # The SSD recipe: SGD momentum 0.9, wd 5e-4, lr 2e-3 per 32 images, warm-up, cosine; C-GaP
     # kappa=3, R=2, T=10, F=60 (120 epochs).
