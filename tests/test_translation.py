@@ -13,7 +13,7 @@ from tasks.translation.model import ModelConfig, Transformer
 from tasks.translation.search import beam_search, greedy
 from tasks.translation.synthetic import write_synthetic
 from tasks.translation.task import TranslationTask
-from tasks.translation.vocab import moses_detokenizer
+from tasks.translation.vocab import EOS, PAD, moses_detokenizer
 
 SMALL = dict(d_model=32, ffn_dim=64, heads=4, encoder_layers=2, decoder_layers=2, vocab_size=120)
 
@@ -49,6 +49,35 @@ def test_beam_one_equals_greedy():
     src = torch.randint(4, 50, (5, 7))
     src[:, -1] = 2
     assert beam_search(model, src, beam=1) == greedy(model, src)
+
+
+class _EndsAtSourceLength(Transformer):
+    """A decoder that ends each sentence once its prefix is as long as its unpadded source: the
+    sentences of one batch finish at different steps, and each one's end travels with its rows."""
+
+    def decode_step(self, tokens: torch.Tensor, state) -> torch.Tensor:
+        logits = super().decode_step(tokens, state)
+        source_length = state.mem_mask.reshape(len(tokens), -1).sum(1)
+        logits[:, EOS] += torch.where(source_length <= state.length, 50.0, 0.0)
+        return logits
+
+
+@pytest.mark.parametrize("decode", ["greedy", "beam"])
+def test_each_sentence_decodes_in_a_batch_as_it_does_alone(decode):
+    """Sentences of one batch finish at different steps (finished ones keep only padding rows),
+    with padded sources: none of that may change what any sentence decodes to."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=40, d_model=32, ffn_dim=64, heads=4, encoder_layers=1,
+                      decoder_layers=2, dropout=0.0)  # fmt: skip
+    model = _EndsAtSourceLength(cfg).eval()
+    src = torch.randint(4, 40, (6, 9))
+    for row, pad in enumerate([0, 5, 2, 7, 1, 4]):  # unpadded lengths 9, 4, 7, 2, 8, 5
+        src[row, src.size(1) - pad :] = PAD
+    run = greedy if decode == "greedy" else lambda m, s: beam_search(m, s, beam=3)
+    batched = run(model, src)
+    alone = [run(model, src[i : i + 1])[0] for i in range(len(src))]
+    assert batched == alone
+    assert len({len(out) for out in batched}) > 2  # the sentences did finish at different steps
 
 
 def test_incremental_decoding_equals_the_full_decoder():
