@@ -25,6 +25,30 @@ def _gapbench(*argv, **kw):
     )
 
 
+@pytest.mark.parametrize(
+    ("omp", "jobs", "cores", "threads"),
+    [
+        (None, 1, 2, 2),
+        (None, 2, 2, 1),
+        (None, 3, 2, 1),
+        ("1", 1, 2, 1),
+        ("3", 2, 8, 3),
+        ("x", 2, 8, 4),
+    ],
+)
+def test_local_runs_share_the_cores_unless_omp_num_threads_says(
+    monkeypatch, omp, jobs, cores, threads
+):
+    from gapbench.sweep import local_threads
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    assert local_threads(jobs) == threads
+
+
 @pytest.mark.slow
 def test_a_grid_runs_as_local_jobs_and_the_leaderboard_is_written_once(tmp_path):
     result = _gapbench(*GRID, "--launcher", "local", "--jobs", "2", "--out", str(tmp_path))
