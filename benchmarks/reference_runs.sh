@@ -12,7 +12,8 @@
 #   DRY_RUN=1 benchmarks/reference_runs.sh                   # print every run command
 #
 # Two runs go side by side with one torch thread each (`--launcher local --jobs 2`); on 2 cores
-# more at once made every run 5-17x slower.
+# more at once made every run 5-17x slower. Run one invocation at a time: two side by side (JOBS=1
+# each) oversubscribe the cores unless OMP_NUM_THREADS=1 is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-results/reference}
@@ -85,5 +86,3 @@ done
 [ -n "${DRY_RUN:-}" ] && exit 0
 python3 -m gapbench leaderboard --out "$OUT"
 python3 -m gapbench check-board --out "$OUT" --profile "$PROFILE" || true
-# The detection batches wait for a bench setting whose dense run converges (README, Detection):
-# their records do not ship yet.
