@@ -54,7 +54,7 @@ def local_threads(jobs: int) -> int:
     """Torch threads for each of `jobs` local runs: OMP_NUM_THREADS where it is set, else the
     cores shared out. The explicit setting wins because the sweep cannot see what else runs:
     two sweeps side by side with `--jobs 1` each took every core twice over, and on 2 cores the
-    oversubscribed runs trained about 4x slower."""
+    oversubscribed runs trained 5-8x slower."""
     explicit = os.environ.get("OMP_NUM_THREADS", "").strip()
     if explicit.isdigit() and int(explicit) > 0:
         return int(explicit)
