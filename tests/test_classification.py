@@ -98,3 +98,33 @@ def test_each_shapes_profile_names_the_set_it_reads():
         profile = PROFILES[name]
         sizes = "/".join(str(10 * n) for n in profile.options["splits"].values())
         assert f"({sizes} images" in profile.dataset
+
+
+@pytest.mark.parametrize("data", ["shapes", "digits"])
+def test_embedded_sets_in_memory_give_the_pil_pipelines_samples_bit_for_bit(
+    tmp_path, cache_dir, data
+):
+    """The in-memory sets replay RandomCrop(padding 2) and the flip with the same random draws, so
+    runs on the embedded data are unchanged by holding it in memory (digits: 12 px upsampled)."""
+    import torch
+
+    from tasks.classification.synthetic import ensure_shapes
+    from tasks.classification.task import _embedded_splits, _folder_splits
+
+    if data == "shapes":
+        root = ensure_shapes(tmp_path, splits={"train": 6, "val": 2, "test": 2})
+    else:
+        root = ensure_digits(Path(cache_dir) / "classification")
+    flip = data == "shapes"
+    pil, memory = _folder_splits(root, 20, flip), _embedded_splits(root, 20, flip)
+    for pil_split, memory_split in zip(pil, memory):
+        assert len(pil_split) == len(memory_split) and pil_split.classes == memory_split.classes
+        for index in range(min(len(pil_split), 60)):
+            torch.manual_seed(index)
+            image, label = pil_split[index]
+            torch.manual_seed(index)
+            again, same_label = memory_split[index]
+            assert torch.equal(image, again) and label == same_label, index
+    torch.manual_seed(0)
+    crops = {memory[0][0][0].sum().item() for _ in range(20)}
+    assert len(crops) > 1  # the training split is augmented, not a fixed image

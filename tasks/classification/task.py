@@ -7,7 +7,7 @@ from functools import partial
 
 import torch
 from torch import nn
-from torch.utils.data import Subset
+from torch.utils.data import Dataset, Subset
 from torchvision import transforms
 
 from gapbench.errors import UserError
@@ -27,6 +27,7 @@ from tasks.classification.data import (
     ensure_digits,
     image_folder,
 )
+from tasks.classification.memory import InMemoryImages
 from tasks.classification.models import TinyResNet, build_resnet50
 from tasks.classification.synthetic import VERSION as SHAPES_VERSION
 from tasks.classification.synthetic import ensure_shapes
@@ -57,6 +58,43 @@ BENCH_SPLITS = {"train": 1200, "val": 100, "test": 300}
 def _shapes_dataset(splits: dict[str, int]) -> str:
     sizes = "/".join(str(10 * splits[s]) for s in ("train", "val", "test"))
     return f"generated shapes-10 v{SHAPES_VERSION} ({sizes} images, 20 px, ImageFolder)"
+
+
+SMALL_MEAN, SMALL_STD = (0.5,) * 3, (0.5,) * 3
+CROP_PADDING = 2
+
+
+def _folder_splits(root, size: int, flip: bool) -> tuple[Dataset, Dataset, Dataset]:
+    """train/val/test ImageFolders read through PIL: resize, random crop (padding 2) and, on
+    shapes, a random horizontal flip for training; resize only for evaluation."""
+    norm = transforms.Normalize(SMALL_MEAN, SMALL_STD)
+    train_tf = transforms.Compose(
+        [
+            transforms.Resize(size),
+            transforms.RandomCrop(size, padding=CROP_PADDING),
+            *([transforms.RandomHorizontalFlip()] if flip else []),
+            transforms.ToTensor(),
+            norm,
+        ]
+    )
+    eval_tf = transforms.Compose([transforms.Resize(size), transforms.ToTensor(), norm])
+    return (
+        image_folder(root / "train", train_tf),
+        image_folder(root / "val", eval_tf),
+        image_folder(root / "test", eval_tf),
+    )
+
+
+def _embedded_splits(root, size: int, flip: bool) -> tuple[Dataset, Dataset, Dataset]:
+    """The same splits, samples bit-identical to `_folder_splits`', held in memory."""
+    train = InMemoryImages(
+        image_folder(root / "train", None), size, SMALL_MEAN, SMALL_STD, CROP_PADDING, flip
+    )
+    val, test = (
+        InMemoryImages(image_folder(root / split, None), size, SMALL_MEAN, SMALL_STD)
+        for split in ("val", "test")
+    )
+    return train, val, test
 
 
 PROFILES = {
@@ -208,23 +246,11 @@ class ClassificationTask(Task):
             else:
                 root = ensure_digits(request.cache_dir)
             size = profile.options["image_size"]
-            norm = transforms.Normalize((0.5,) * 3, (0.5,) * 3)
-            flip = (
-                [transforms.RandomHorizontalFlip()] if profile.options["data"] == "shapes" else []
-            )
-            train_tf = transforms.Compose(
-                [
-                    transforms.Resize(size),
-                    transforms.RandomCrop(size, padding=2),
-                    *flip,
-                    transforms.ToTensor(),
-                    norm,
-                ]
-            )
-            eval_tf = transforms.Compose([transforms.Resize(size), transforms.ToTensor(), norm])
-            train = image_folder(root / "train", train_tf)
-            val = image_folder(root / "val", eval_tf)
-            test = image_folder(root / "test", eval_tf)
+            shapes = profile.options["data"] == "shapes"
+            if request.data_root is None:  # embedded: a few MB, decoded once (see memory.py)
+                train, val, test = _embedded_splits(root, size, flip=shapes)
+            else:
+                train, val, test = _folder_splits(root, size, flip=shapes)
             check_same_classes(train, val, root / "val")
             check_same_classes(train, test, root / "test")
             model = tiny_resnet(len(train.classes), profile)
