@@ -223,12 +223,7 @@ def test_every_row_of_each_tasks_shipped_headline_comparison_has_three_seeds():
 
 def test_shipped_classification_comparison_separates_best_and_worst_sparse_methods():
     table = _shipped_headline()
-    rows = table[
-        (table["task"] == "classification")
-        & (table["profile"] == "tiny")
-        & (table["sparsity"] == 0.9)
-        & (table["distribution"] == "uniform")
-    ]
+    rows = table[(table["task"] == "classification") & (table["method"] != "dense")]
     assert {"snip", "grasp", "synflow", "snfs"} <= set(rows["method"])
     best, worst = rows.loc[rows["mean"].idxmax()], rows.loc[rows["mean"].idxmin()]
     assert worst["ci95_high"] < best["ci95_low"], (best["method"], worst["method"])
