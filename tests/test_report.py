@@ -134,6 +134,22 @@ def test_plots_people_expect_are_written(tmp_path):
     assert any(n.endswith("-sparsity.png") for n in names)
 
 
+def test_a_retired_boards_plots_go_with_its_records_and_other_files_stay(tmp_path):
+    methods = ("dense", "magnitude", "gap", "rigl", "set")
+    _write(tmp_path, [fake(m, s, 80.0 + s, profile=p) for m in methods for s in range(2)
+                      for p in ("tiny", "bench")])  # fmt: skip
+    write_leaderboard(tmp_path)
+    (tmp_path / "plots" / "my-notes.png").write_bytes(b"not a board plot")
+    assert (tmp_path / "plots" / "classification-tiny-flops.png").exists()
+    for record in (tmp_path / "records").glob("*.json"):
+        if '"profile": "tiny"' in record.read_text():
+            record.unlink()
+    write_leaderboard(tmp_path)
+    names = {p.name for p in (tmp_path / "plots").glob("*.png")}
+    assert not any(n.startswith("classification-tiny-") for n in names)
+    assert "classification-bench-flops.png" in names and "my-notes.png" in names
+
+
 def test_flops_matched_runs_form_their_own_section_keyed_by_the_reference_budget(tmp_path):
     runs = [fake("gap", s, 90.0, mode="flops", epochs=20) for s in range(2)]
     runs += [fake("magnitude", s, 89.0, mode="flops", epochs=17, match_epochs=20) for s in range(2)]

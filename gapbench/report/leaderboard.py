@@ -410,8 +410,22 @@ def write_leaderboard(out: Path, ref: str = DEFAULT_REF) -> pd.DataFrame:
     atomic_write_text(to_csv(table), out / "leaderboard.csv")
     atomic_write_text(to_markdown(table, load_published()), out / "leaderboard.md")
     write_budget(records, out)
-    write_plots(table, records, out)
+    remove_stale_plots(out / "plots", write_plots(table, records, out))
     return table
+
+
+def remove_stale_plots(folder: Path, written: list[Path]) -> None:
+    """Remove the board plots (`<task>-*.png` of a known task) this rebuild did not write: a
+    retired board's plots would otherwise outlive its records. Other files are left alone."""
+    from gapbench.registry import all_tasks
+
+    if not folder.is_dir():
+        return
+    keep = {path.resolve() for path in written}
+    prefixes = tuple(f"{task}-" for task in all_tasks())
+    for path in folder.glob("*.png"):
+        if path.name.startswith(prefixes) and path.resolve() not in keep:
+            path.unlink()
 
 
 def task_markdown(table: pd.DataFrame, task: str) -> str:
