@@ -233,3 +233,15 @@ def test_leaderboard_writes_budget_md_and_plot_and_rebuilds_byte_for_byte(tmp_pa
     for folder in ("a", "b"):
         assert (tmp_path / folder / "budget.md").read_text() == md
         assert (tmp_path / folder / PNG).read_bytes() == png
+
+
+def test_the_plot_draws_only_methods_run_at_two_budgets(tmp_path):
+    """The table lists a one-budget method (SNIP at 1x on the classification board); the plot
+    draws lines only, so a lone collapsed point does not squash the axis."""
+    from gapbench.report.plots import budget_lines
+
+    records = grid(("dense", "gap", "magnitude"), (1.0, 2.0))
+    records += [make("snip", s, 40.0 + s, 1.0) for s in SEEDS]
+    loaded = write(tmp_path, records)
+    assert "snip" in budget_table(loaded)[("classification", "tiny", 0.9)].index
+    assert set(budget_lines(loaded)["method"]) == {"dense", "gap", "magnitude"}

@@ -215,10 +215,19 @@ def plot_schedules(records: list[RunRecord], out: Path) -> list[Path]:
     return paths
 
 
+def budget_lines(records: list[RunRecord]) -> pd.DataFrame:
+    """The budget stats the plot draws: methods (configurations) with two or more budgets."""
+    stats = budget_stats(records)
+    budgets = stats.groupby(["task", "profile", "sparsity", "label"])["multiplier"]
+    return stats[budgets.transform("nunique") >= 2]
+
+
 def plot_budget(records: list[RunRecord], out: Path) -> list[Path]:
     """`plots/<task>-<profile>-budget.png`: metric vs budget multiple (log2 axis), one line per
-    method with 95% t-interval error bars, dense dashed; one panel per sparsity."""
-    stats = budget_stats(records)
+    method with 95% t-interval error bars, dense dashed; one panel per sparsity. Only methods run
+    at two or more budgets are drawn (budget.md lists the rest): a lone point is no trend, and a
+    collapsed one-budget method would squash the axis."""
+    stats = budget_lines(records)
     plt, paths = _plt(), []
     for (task, profile), tp in stats.groupby(["task", "profile"], sort=True):
         panels = sorted(tp["sparsity"].unique())
