@@ -4,6 +4,7 @@ embedded) and `paper` (ResNet-50, ImageNet)."""
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -64,7 +65,7 @@ SMALL_MEAN, SMALL_STD = (0.5,) * 3, (0.5,) * 3
 CROP_PADDING = 2
 
 
-def _folder_splits(root, size: int, flip: bool) -> tuple[Dataset, Dataset, Dataset]:
+def _folder_splits(root: Path, size: int, flip: bool) -> tuple[Dataset, Dataset, Dataset]:
     """train/val/test ImageFolders read through PIL: resize, random crop (padding 2) and, on
     shapes, a random horizontal flip for training; resize only for evaluation."""
     norm = transforms.Normalize(SMALL_MEAN, SMALL_STD)
@@ -85,7 +86,7 @@ def _folder_splits(root, size: int, flip: bool) -> tuple[Dataset, Dataset, Datas
     )
 
 
-def _embedded_splits(root, size: int, flip: bool) -> tuple[Dataset, Dataset, Dataset]:
+def _embedded_splits(root: Path, size: int, flip: bool) -> tuple[Dataset, Dataset, Dataset]:
     """The same splits, samples bit-identical to `_folder_splits`', held in memory."""
     train = InMemoryImages(
         image_folder(root / "train", None), size, SMALL_MEAN, SMALL_STD, CROP_PADDING, flip
