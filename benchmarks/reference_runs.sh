@@ -9,6 +9,7 @@
 #   benchmarks/reference_runs.sh headline-classification     # one or more batches
 #   benchmarks/reference_runs.sh                             # every batch, in order
 #   JOBS=2 SEEDS="0 1 2 3 4" benchmarks/reference_runs.sh headline-partseg
+#   MULTIPLIERS=2 benchmarks/reference_runs.sh budget-partseg  # one budget column first
 #   DRY_RUN=1 benchmarks/reference_runs.sh                   # print every run command
 #
 # Two runs go side by side with one torch thread each (`--launcher local --jobs 2`); on 2 cores
@@ -46,8 +47,9 @@ batch_dense2x() {  # dense at twice the budget: has dense converged?
   "${RUN[@]}" --task "$1" --methods dense --multiplier 2 --seeds $(seeds "$1")
 }
 batch_budget() {  # the budget axis: does GaP's standing change with the budget?
+  # shellcheck disable=SC2086
   "${RUN[@]}" --task "$1" --methods "$BUDGET_METHODS" --sparsity "$(headline "$1")" \
-    --multiplier 1 2 4 --seeds ${SEEDS:-0 1 2}
+    --multiplier ${MULTIPLIERS:-1 2 4} --seeds ${SEEDS:-0 1 2}
 }
 batch_curve() {  # the sparsity curve, around the headline
   "${RUN[@]}" --task "$1" --methods gap,magnitude,rigl,static --sparsity 0.8 0.9 0.95 0.98 \
