@@ -373,7 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--distribution", nargs="+", default=["uniform"], help="uniform, erk, global")
     run.add_argument("--seeds", nargs="+", default=["0"], help="one or more seeds")
-    run.add_argument("--profile", default="tiny", help="tiny (embedded data) or paper (real data)")
+    run.add_argument(
+        "--profile",
+        default="tiny",
+        help="tiny (the quick default), bench (the shipped boards; both on embedded data) or paper "
+        "(real data)",
+    )
     run.add_argument("--data-root", default=None, help="real data set folder (paper profile)")
     run.add_argument(
         "--epochs", type=int, default=None, help="budget in epochs (default: profile's)"
