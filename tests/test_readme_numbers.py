@@ -1,0 +1,136 @@
+"""README's shipped-board tables are the shipped leaderboard's numbers: every row of a `bench`
+board table and of a budget-axis table must read what `results/reference` rebuilds to, so README
+cannot drift from the records when a batch lands (or keep a number after its records go)."""
+
+import csv
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+REFERENCE = ROOT / "results" / "reference"
+TASKS = {
+    "Part segmentation": "partseg",
+    "Translation": "translation",
+    "Classification": "classification",
+    "Detection": "detection",
+}
+
+
+def _sections() -> dict[str, str]:
+    """The text of each `### <Task> (bench)` section, by task."""
+    parts = re.split(r"^### ", README, flags=re.M)
+    out = {}
+    for part in parts:
+        title, _, body = part.partition("\n")
+        for name, task in TASKS.items():
+            if title.strip() == f"{name} (bench)":
+                out[task] = body
+    return out
+
+
+def _tables(body: str) -> list[tuple[float, list[list[str]]]]:
+    """(sparsity, rows) of each board table, the sparsity read from the line that introduces it."""
+    tables = []
+    lines = body.splitlines()
+    for i, line in enumerate(lines):
+        if not line.startswith("| method | mean ± std |"):
+            continue
+        intro = next(x for x in reversed(lines[:i]) if x.strip())
+        sparsity = float(re.search(r"(\d+)%", intro).group(1)) / 100
+        rows = []
+        for row in lines[i + 2 :]:
+            if not row.startswith("|"):
+                break
+            rows.append([c.strip() for c in row.strip("|").split("|")])
+        tables.append((sparsity, rows))
+    return tables
+
+
+def _board() -> dict[tuple[str, str, float], dict[str, str]]:
+    """Leaderboard rows of the bench boards at 1x by epochs, unstructured, per layer."""
+    rows = {}
+    with open(REFERENCE / "leaderboard.csv", newline="") as handle:
+        for r in csv.DictReader(handle):
+            if (r["profile"], r["budget_mode"], r["pattern"]) != (
+                "bench",
+                "epochs",
+                "unstructured",
+            ):
+                continue
+            if float(r["multiplier"]) != 1.0 or r["distribution"] not in ("uniform", "dense"):
+                continue
+            rows[(r["task"], r["method"], float(r["sparsity"]))] = r
+    return rows
+
+
+def _expected(r: dict[str, str], digits: int) -> list[str]:
+    f = lambda v: f"{float(v):.{digits}f}"  # noqa: E731
+    s = lambda v: f"{float(v):+.{digits}f}"  # noqa: E731
+    cells = [
+        f"{f(r['mean'])} ± {f(r['std'])}",
+        f"[{f(r['ci95_low'])}, {f(r['ci95_high'])}]",
+        r["n"],
+    ]
+    if r["delta_vs_ref"]:
+        low, high = float(r["delta_ci95_low"]), float(r["delta_ci95_high"])
+        star = "*" if low > 0 or high < 0 else ""
+        cells.append(f"{s(r['delta_vs_ref'])} [{s(low)}, {s(high)}]{star}")
+    else:
+        cells.append("")
+    return cells
+
+
+def test_readme_bench_tables_read_the_shipped_leaderboard():
+    board = _board()
+    sections = _sections()
+    assert set(sections) == set(TASKS.values()), "a bench section is missing from README"
+    checked = 0
+    for task, body in sections.items():
+        digits = 3 if task == "partseg" else 2
+        for sparsity, rows in _tables(body):
+            assert rows, f"{task}: empty table"
+            for cells in rows:
+                method = cells[0]
+                key = (task, method, 0.0 if method == "dense" else sparsity)
+                assert key in board, f"README {task} {sparsity:.0%} row {method}: no shipped record"
+                r = board[key]
+                want = _expected(r, digits)
+                assert cells[1:5] == want, (
+                    f"README {task} {sparsity:.0%} {method}: {cells} vs {want}"
+                )
+                assert cells[-1] == f"{float(r['train_flops_vs_dense']):.3f}", (task, method)
+                checked += 1
+    assert checked >= 20
+
+
+def _budget_md() -> dict[str, dict[str, list[str]]]:
+    """budget.md's cells per task and method (the rank column dropped)."""
+    out: dict[str, dict[str, list[str]]] = {}
+    task = None
+    for line in (REFERENCE / "budget.md").read_text().splitlines():
+        heading = re.match(r"## (\w+) \(bench\)", line)
+        if heading:
+            task = heading.group(1)
+        elif task and line.startswith("| ") and not line.startswith("| method"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            out.setdefault(task, {})[cells[0]] = cells[1:-1]
+    return out
+
+
+def test_readme_budget_tables_read_the_shipped_budget_axis():
+    """Each `#### <Task>` part of README's budget-axis section: its table is budget.md's cells."""
+    section = README.split("### Budget axis", 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
+    shipped = _budget_md()
+    checked = 0
+    for part in section.split("\n#### ")[1:]:
+        title, _, body = part.partition("\n")
+        task = TASKS[title.strip()]
+        table = [x for x in body.splitlines() if x.startswith("| ")]
+        assert table and table[0].startswith("| method | 1×"), f"README budget {task}: no table"
+        for line in table[1:]:
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            assert cells[0] in shipped[task], f"README budget {task}: {cells[0]} not in budget.md"
+            assert cells[1:] == shipped[task][cells[0]][: len(cells) - 1], (task, cells)
+            checked += 1
+    assert checked >= 5
