@@ -314,6 +314,14 @@ class RunLock:
             self.handle = None
 
 
+def reusable(existing: RunRecord | None, options: ExecOptions) -> bool:
+    """A finished record stands in for its run, unless --force, or --save-weights asks for final
+    weights that run did not keep (the weights batch reuses the headline runs' configurations)."""
+    if existing is None or existing.status not in FINAL_STATUSES or options.force:
+        return False
+    return not options.save_weights or weights_path(options.out, existing.run_id).exists()
+
+
 def execute_locked(spec: RunSpec, options: ExecOptions) -> tuple[str, RunRecord | None]:
     """Train `spec` unless its complete record exists or another process is training it.
 
@@ -322,15 +330,17 @@ def execute_locked(spec: RunSpec, options: ExecOptions) -> tuple[str, RunRecord 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return "trained", execute(spec, options)
     existing = find_record(options.out, spec.run_id)
-    if existing and existing.status in FINAL_STATUSES and not options.force:
+    if reusable(existing, options):
         return f"reusing {existing.run_id} (use --force to rerun)", existing
     lock = RunLock(options.out, spec.run_id)
     if not lock.acquire():
         return f"skipped: another process is training {spec.run_id} ({lock.path})", None
     try:
         existing = find_record(options.out, spec.run_id)  # finished while we waited for the lock
-        if existing and existing.status in FINAL_STATUSES and not options.force:
+        if reusable(existing, options):
             return f"reusing {existing.run_id} (written by another sweep)", existing
+        if existing and existing.status in FINAL_STATUSES and not options.force:
+            print(f"retraining {spec.run_id}: --save-weights asks for weights its record lacks")
         return "trained", execute(spec, options)
     finally:
         lock.release()

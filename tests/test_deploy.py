@@ -97,6 +97,23 @@ def test_two_four_run_exports_and_measures_speed(tmp_path, capsys):
     assert report["throughput"]["speedup"] > 0
 
 
+@pytest.mark.slow
+def test_save_weights_retrains_a_finished_run_that_kept_no_weights(tmp_path, capsys):
+    argv = ["run", "--task", "classification", "--profile", "digits", "--methods", "magnitude",
+            "--epochs", "1", "--device", "cpu", "--out", str(tmp_path)]  # fmt: skip
+    assert cli(capsys, *argv)[0] == 0
+    (record,) = records(tmp_path)
+    kept = tmp_path / "weights" / f"{record['run_id']}.pt"
+    assert not kept.exists()
+    code, out, err = cli(capsys, *argv, "--save-weights")
+    assert code == 0, err
+    assert "retraining" in out and kept.exists()
+    (again,) = records(tmp_path)
+    assert again["metrics"] == record["metrics"]  # the same run, trained again: same numbers
+    code, out, _ = cli(capsys, *argv, "--save-weights")
+    assert code == 0 and "reusing" in out and "retraining" not in out
+
+
 def _shipped_run(task: str, method: str, pattern: str) -> dict:
     (record,) = [
         r for r in (json.loads(p.read_text()) for p in (REFERENCE / "records").glob(f"{task}-{method}-*.json"))
