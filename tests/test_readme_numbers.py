@@ -29,12 +29,16 @@ def _sections() -> dict[str, str]:
     return out
 
 
-def _tables(body: str) -> list[tuple[float, list[list[str]]]]:
+BOARD_HEADER = "| method | mean ± std |"
+FLOPS_HEADER = "| method | epochs | mean ± std |"  # an equal-FLOPs board: each method's epochs
+
+
+def _tables(body: str, header: str = BOARD_HEADER) -> list[tuple[float, list[list[str]]]]:
     """(sparsity, rows) of each board table, the sparsity read from the line that introduces it."""
     tables = []
     lines = body.splitlines()
     for i, line in enumerate(lines):
-        if not line.startswith("| method | mean ± std |"):
+        if not line.startswith(header):
             continue
         intro = next(x for x in reversed(lines[:i]) if x.strip())
         sparsity = float(re.search(r"(\d+)%", intro).group(1)) / 100
@@ -47,14 +51,15 @@ def _tables(body: str) -> list[tuple[float, list[list[str]]]]:
     return tables
 
 
-def _board() -> dict[tuple[str, str, float], dict[str, str]]:
-    """Leaderboard rows of the bench boards at 1x by epochs, unstructured, per layer."""
+def _board(budget_mode: str = "epochs") -> dict[tuple[str, str, float], dict[str, str]]:
+    """Leaderboard rows of the bench boards at 1x (by epochs, or at equal FLOPs), unstructured,
+    per layer."""
     rows = {}
     with open(REFERENCE / "leaderboard.csv", newline="") as handle:
         for r in csv.DictReader(handle):
             if (r["profile"], r["budget_mode"], r["pattern"]) != (
                 "bench",
-                "epochs",
+                budget_mode,
                 "unstructured",
             ):
                 continue
@@ -102,6 +107,29 @@ def test_readme_bench_tables_read_the_shipped_leaderboard():
                 assert cells[-1] == f"{float(r['train_flops_vs_dense']):.3f}", (task, method)
                 checked += 1
     assert checked >= 20
+
+
+def test_readme_equal_flops_tables_read_the_shipped_leaderboard():
+    """Equal-FLOPs tables (an epochs column after the method) in the bench sections: every row is
+    the shipped `--match flops` row, its epochs the trainer's."""
+    board = _board("flops")
+    checked = 0
+    for task, body in _sections().items():
+        digits = 3 if task == "partseg" else 2
+        for sparsity, rows in _tables(body, FLOPS_HEADER):
+            for cells in rows:
+                method = cells[0]
+                key = (task, method, 0.0 if method == "dense" else sparsity)
+                assert key in board, f"README {task} equal FLOPs {method}: no shipped record"
+                r = board[key]
+                epochs = float(r["trainer_epochs"])  # whole, or ending inside an epoch
+                want = f"{epochs:.0f}" if epochs.is_integer() else f"{epochs:.2f}"
+                assert cells[1] == want, (task, method, cells[1])
+                assert cells[2:6] == _expected(r, digits), (task, method, cells)
+                assert cells[-1] == f"{float(r['train_flops_vs_dense']):.3f}", (task, method)
+                checked += 1
+    if any(r["task"] == "translation" for r in board.values()):
+        assert checked >= 6, "the shipped translation equal-FLOPs board is not in README"
 
 
 def _budget_md() -> dict[str, dict[str, list[str]]]:
