@@ -55,6 +55,10 @@ batch_curve() {  # the sparsity curve, around the headline
   "${RUN[@]}" --task "$1" --methods gap,magnitude,rigl,static --sparsity 0.8 0.9 0.95 0.98 \
     --seeds ${SEEDS:-0 1 2}
 }
+batch_erk() {  # the headline point under ERK (RigL's layer densities): does the ranking hold?
+  "${RUN[@]}" --task "$1" --methods gap,magnitude,rigl,static --sparsity "$(headline "$1")" \
+    --distribution erk --seeds ${SEEDS:-0 1 2}
+}
 batch_flops() {  # equal training FLOPs (dense included), reference GaP at the profile's budget
   "${RUN[@]}" --task "$1" --methods "$SIX" --sparsity "$(headline "$1")" --seeds ${SEEDS:-0 1 2} \
     --match flops --match-ref gap
@@ -69,6 +73,7 @@ BATCHES=(
   dense2x-classification dense2x-partseg dense2x-detection dense2x-translation
   budget-classification budget-partseg
   flops-translation curve-classification weights-classification weights-translation
+  erk-classification
 )
 
 if [ "${1:-}" = --list ]; then

@@ -149,21 +149,14 @@ def test_a_shipped_run_exports(tmp_path, capsys):
 @pytest.mark.parametrize(
     "task, pattern", [("classification", "unstructured"), ("translation", "nm:2:4")]
 )  # fmt: skip
-def test_speed_is_measured_on_a_kept_run(tmp_path, capsys, task, pattern):
-    if task == "classification":  # a shipped run, with its shipped weights
-        record, out_dir = _shipped_run(task, "magnitude", pattern), REFERENCE
-    else:  # a run of today's tiny profile, kept with --save-weights
-        out_dir = tmp_path / "out"
-        args = ["run", "--task", task, "--methods", "magnitude", "--pattern", pattern]
-        code, _, err = cli(capsys, *args, "--save-weights", "--out", str(out_dir))
-        assert code == 0, err
-        (record,) = records(out_dir)
+def test_speed_is_measured_on_a_kept_run(capsys, task, pattern):
+    record = _shipped_run(task, "magnitude", pattern)  # a shipped run, with its shipped weights
     code, out, err = cli(
         capsys,
         "speed",
         record["run_id"],
         "--out",
-        str(out_dir),
+        str(REFERENCE),
         "--repeats",
         "3",
         "--batch-size",

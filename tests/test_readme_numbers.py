@@ -162,3 +162,90 @@ def test_readme_budget_tables_read_the_shipped_budget_axis():
             assert cells[1:] == shipped[task][cells[0]][: len(cells) - 1], (task, cells)
             checked += 1
     assert checked >= 5
+
+
+def _curve_header(line: str) -> list[tuple[float, str]] | None:
+    """(sparsity, distribution) of each column of a sparsity-curve table's header
+    (`| method | 80% | 90% | 90% ERK | ...`: uniform unless the column names ERK)."""
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    columns = [re.fullmatch(r"(\d+)%( ERK)?", c) for c in cells[1:]]
+    if len(cells) < 3 or cells[0] != "method" or not all(columns):
+        return None
+    return [(int(c.group(1)) / 100, "erk" if c.group(2) else "uniform") for c in columns]
+
+
+def test_readme_sparsity_curve_tables_read_the_shipped_leaderboard():
+    """Sparsity-curve tables in the bench sections (a column per sparsity and distribution):
+    each cell is the shipped 1x board's mean ± half the 95% interval (n seeds) there."""
+    board = {}
+    with open(REFERENCE / "leaderboard.csv", newline="") as handle:
+        for r in csv.DictReader(handle):
+            if (r["profile"], r["budget_mode"], r["pattern"], float(r["multiplier"])) == (
+                "bench",
+                "epochs",
+                "unstructured",
+                1.0,
+            ):
+                board[(r["task"], r["method"], float(r["sparsity"]), r["distribution"])] = r
+    checked = 0
+    for task, body in _sections().items():
+        digits = 3 if task == "partseg" else 2
+        lines = body.splitlines()
+        for i, line in enumerate(lines):
+            columns = _curve_header(line)
+            if columns is None:
+                continue
+            for row in lines[i + 2 :]:
+                if not row.startswith("|"):
+                    break
+                cells = [c.strip() for c in row.strip("|").split("|")]
+                for (sparsity, distribution), cell in zip(columns, cells[1:], strict=True):
+                    key = (task, cells[0], sparsity, distribution)
+                    assert key in board, f"README {task} curve {key}: no shipped record"
+                    r = board[key]
+                    half = (float(r["ci95_high"]) - float(r["ci95_low"])) / 2
+                    want = f"{float(r['mean']):.{digits}f} ± {half:.{digits}f} ({r['n']})"
+                    assert cell == want, (key, cell, want)
+                    checked += 1
+    shipped = {k[3] for k in board if k[0] == "classification" and k[1] != "dense"}
+    if any(k[0] == "classification" and k[2] == 0.98 for k in board):
+        assert checked >= 16, "the shipped classification sparsity curve is not in README"
+    if "erk" in shipped:
+        assert checked >= 24, "the shipped classification ERK point is not in README"
+
+
+PATTERN_HEADER = "| method | pattern | n |"  # a board of structured patterns (one seed per method)
+
+
+def test_readme_pattern_tables_read_the_shipped_leaderboard():
+    """Pattern tables (`--pattern nm:2:4` runs) in the bench sections: each row is the shipped 1x
+    row of that method and pattern, its metric the mean over its seeds."""
+    rows = {}
+    with open(REFERENCE / "leaderboard.csv", newline="") as handle:
+        for r in csv.DictReader(handle):
+            if (r["profile"], r["budget_mode"], float(r["multiplier"])) == ("bench", "epochs", 1.0):
+                rows[(r["task"], r["method"], r["pattern"])] = r
+    checked = 0
+    for task, body in _sections().items():
+        digits = 3 if task == "partseg" else 2
+        lines = body.splitlines()
+        for i, line in enumerate(lines):
+            if not line.startswith(PATTERN_HEADER):
+                continue
+            for row in lines[i + 2 :]:
+                if not row.startswith("|"):
+                    break
+                method, pattern, n, metric, sparsity, flops = (
+                    c.strip() for c in row.strip("|").split("|")
+                )
+                pattern = "unstructured" if method == "dense" else pattern.strip("`")
+                key = (task, method, pattern)
+                assert key in rows, f"README {task} {method} {pattern}: no shipped record"
+                r = rows[key]
+                assert [n, metric] == [r["n"], f"{float(r['mean']):.{digits}f}"], (task, method)
+                want = "0" if method == "dense" else f"{float(r['measured_sparsity']):.4f}"
+                assert sparsity == want, (task, method, sparsity)
+                assert flops == f"{float(r['train_flops_vs_dense']):.3f}", (task, method)
+                checked += 1
+    patterned = {k[0] for k in rows if k[2] != "unstructured"}
+    assert checked >= 3 * len(patterned), "a shipped 2:4 board is not in README"

@@ -201,9 +201,9 @@ HEADLINE = {"dense", "static", "magnitude", "set", "rigl", "gap"}
 
 
 def _shipped_headline():
-    """Each task's shipped 1x headline board: bench where its headline board is complete (every
-    headline method with 3 seeds, at the profile's headline sparsity), else the earlier tiny board
-    at 90%. Bench boards are also held to their criteria in tests/test_shipped_bench.py."""
+    """Each task's shipped 1x headline board: the bench board at the profile's headline sparsity
+    (dense beside it). Bench boards are also held to their criteria in
+    tests/test_shipped_bench.py."""
     import pandas as pd
 
     from gapbench.cli import headline_sparsity
@@ -213,19 +213,17 @@ def _shipped_headline():
         (table["budget_mode"] == "epochs")
         & (table["multiplier"] == 1)
         & (table["pattern"] == "unstructured")
+        & (table["profile"] == "bench")
     ]
     boards = []
     for task in ("classification", "detection", "partseg", "translation"):
-        for profile in ("bench", "tiny"):
-            sparsity = headline_sparsity(task, profile) if profile == "bench" else 0.9
-            rows = table[(table["task"] == task) & (table["profile"] == profile)]
-            rows = rows[
-                ((rows["sparsity"] == sparsity) & (rows["distribution"] == "uniform"))
-                | (rows["method"] == "dense")
-            ]
-            if HEADLINE <= set(rows.loc[rows["n"] >= 3, "method"]) or profile == "tiny":
-                boards.append(rows)
-                break
+        rows = table[table["task"] == task]
+        rows = rows[
+            (rows["sparsity"] == headline_sparsity(task, "bench"))
+            & (rows["distribution"] == "uniform")
+            | (rows["method"] == "dense")
+        ]
+        boards.append(rows)
     return pd.concat(boards)
 
 

@@ -40,7 +40,8 @@ def _twin(splits: dict[str, int] | None = None) -> str:
 
 
 # The embedded profiles' network: 512 points, quarter width (91k parameters). At half width
-# every sparse method reached dense at 90% (the shipped tiny records): no room to rank them.
+# every sparse method reached dense at 90% (the earlier tiny records, since retired): no room to
+# rank them.
 _TWIN_MODEL = {"points": 512, "centroids": (128, 32), "width": 0.25}
 
 PROFILES = {
