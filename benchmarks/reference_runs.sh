@@ -59,6 +59,10 @@ batch_erk() {  # the headline point under ERK (RigL's layer densities): does the
   "${RUN[@]}" --task "$1" --methods gap,magnitude,rigl,static --sparsity "$(headline "$1")" \
     --distribution erk --seeds ${SEEDS:-0 1 2}
 }
+batch_global() {  # pruning at initialisation as its papers rank, globally; GMP ranked alike beside it
+  "${RUN[@]}" --task "$1" --methods magnitude,snip,grasp,synflow --sparsity "$(headline "$1")" \
+    --distribution global --seeds ${SEEDS:-0 1 2}
+}
 batch_flops() {  # equal training FLOPs (dense included), reference GaP at the profile's budget
   "${RUN[@]}" --task "$1" --methods "$SIX" --sparsity "$(headline "$1")" --seeds ${SEEDS:-0 1 2} \
     --match flops --match-ref gap
@@ -73,7 +77,7 @@ BATCHES=(
   dense2x-classification dense2x-partseg dense2x-detection dense2x-translation
   budget-classification budget-partseg
   flops-translation curve-classification weights-classification weights-translation
-  erk-classification
+  erk-classification global-classification
 )
 
 if [ "${1:-}" = --list ]; then

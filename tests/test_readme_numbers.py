@@ -166,12 +166,12 @@ def test_readme_budget_tables_read_the_shipped_budget_axis():
 
 def _curve_header(line: str) -> list[tuple[float, str]] | None:
     """(sparsity, distribution) of each column of a sparsity-curve table's header
-    (`| method | 80% | 90% | 90% ERK | ...`: uniform unless the column names ERK)."""
+    (`| method | 80% | 90% | 90% ERK | 90% global |`: uniform unless the column names another)."""
     cells = [c.strip() for c in line.strip().strip("|").split("|")]
-    columns = [re.fullmatch(r"(\d+)%( ERK)?", c) for c in cells[1:]]
+    columns = [re.fullmatch(r"(\d+)%(?: (ERK|global))?", c) for c in cells[1:]]
     if len(cells) < 3 or cells[0] != "method" or not all(columns):
         return None
-    return [(int(c.group(1)) / 100, "erk" if c.group(2) else "uniform") for c in columns]
+    return [(int(c.group(1)) / 100, (c.group(2) or "uniform").lower()) for c in columns]
 
 
 def test_readme_sparsity_curve_tables_read_the_shipped_leaderboard():
@@ -212,6 +212,8 @@ def test_readme_sparsity_curve_tables_read_the_shipped_leaderboard():
         assert checked >= 16, "the shipped classification sparsity curve is not in README"
     if "erk" in shipped:
         assert checked >= 24, "the shipped classification ERK point is not in README"
+    if "global" in shipped:
+        assert checked >= 32, "the shipped classification global point is not in README"
 
 
 PATTERN_HEADER = "| method | pattern | n |"  # a board of structured patterns (one seed per method)
