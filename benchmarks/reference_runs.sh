@@ -77,7 +77,7 @@ BATCHES=(
   dense2x-classification dense2x-partseg dense2x-detection dense2x-translation
   budget-classification budget-partseg
   flops-translation curve-classification weights-classification weights-translation
-  erk-classification global-classification
+  erk-classification global-classification flops-classification
 )
 
 if [ "${1:-}" = --list ]; then
