@@ -33,6 +33,16 @@ BOARD_HEADER = "| method | mean ± std |"
 FLOPS_HEADER = "| method | epochs | mean ± std |"  # an equal-FLOPs board: each method's epochs
 
 
+def _rows_below(lines: list[str], header: int) -> list[list[str]]:
+    """The cells of each row of the Markdown table whose header is `lines[header]`."""
+    rows = []
+    for row in lines[header + 2 :]:
+        if not row.startswith("|"):
+            break
+        rows.append([c.strip() for c in row.strip("|").split("|")])
+    return rows
+
+
 def _tables(body: str, header: str = BOARD_HEADER) -> list[tuple[float, list[list[str]]]]:
     """(sparsity, rows) of each board table, the sparsity read from the line that introduces it."""
     tables = []
@@ -42,31 +52,28 @@ def _tables(body: str, header: str = BOARD_HEADER) -> list[tuple[float, list[lis
             continue
         intro = next(x for x in reversed(lines[:i]) if x.strip())
         sparsity = float(re.search(r"(\d+)%", intro).group(1)) / 100
-        rows = []
-        for row in lines[i + 2 :]:
-            if not row.startswith("|"):
-                break
-            rows.append([c.strip() for c in row.strip("|").split("|")])
-        tables.append((sparsity, rows))
+        tables.append((sparsity, _rows_below(lines, i)))
     return tables
 
 
-def _board(budget_mode: str = "epochs") -> dict[tuple[str, str, float], dict[str, str]]:
-    """Leaderboard rows of the bench boards at 1x (by epochs, or at equal FLOPs), unstructured,
-    per layer."""
-    rows = {}
+def _bench_rows(budget_mode: str = "epochs") -> list[dict[str, str]]:
+    """Leaderboard rows of the bench boards at 1x (by epochs, or at equal FLOPs)."""
     with open(REFERENCE / "leaderboard.csv", newline="") as handle:
-        for r in csv.DictReader(handle):
-            if (r["profile"], r["budget_mode"], r["pattern"]) != (
-                "bench",
-                budget_mode,
-                "unstructured",
-            ):
-                continue
-            if float(r["multiplier"]) != 1.0 or r["distribution"] not in ("uniform", "dense"):
-                continue
-            rows[(r["task"], r["method"], float(r["sparsity"]))] = r
-    return rows
+        return [
+            r
+            for r in csv.DictReader(handle)
+            if (r["profile"], r["budget_mode"], float(r["multiplier"]))
+            == ("bench", budget_mode, 1.0)
+        ]
+
+
+def _board(budget_mode: str = "epochs") -> dict[tuple[str, str, float], dict[str, str]]:
+    """Bench rows at 1x, unstructured, per layer, by (task, method, sparsity)."""
+    return {
+        (r["task"], r["method"], float(r["sparsity"])): r
+        for r in _bench_rows(budget_mode)
+        if r["pattern"] == "unstructured" and r["distribution"] in ("uniform", "dense")
+    }
 
 
 def _expected(r: dict[str, str], digits: int) -> list[str]:
@@ -177,16 +184,11 @@ def _curve_header(line: str) -> list[tuple[float, str]] | None:
 def test_readme_sparsity_curve_tables_read_the_shipped_leaderboard():
     """Sparsity-curve tables in the bench sections (a column per sparsity and distribution):
     each cell is the shipped 1x board's mean ± half the 95% interval (n seeds) there."""
-    board = {}
-    with open(REFERENCE / "leaderboard.csv", newline="") as handle:
-        for r in csv.DictReader(handle):
-            if (r["profile"], r["budget_mode"], r["pattern"], float(r["multiplier"])) == (
-                "bench",
-                "epochs",
-                "unstructured",
-                1.0,
-            ):
-                board[(r["task"], r["method"], float(r["sparsity"]), r["distribution"])] = r
+    board = {
+        (r["task"], r["method"], float(r["sparsity"]), r["distribution"]): r
+        for r in _bench_rows()
+        if r["pattern"] == "unstructured"
+    }
     checked = 0
     for task, body in _sections().items():
         digits = 3 if task == "partseg" else 2
@@ -195,10 +197,7 @@ def test_readme_sparsity_curve_tables_read_the_shipped_leaderboard():
             columns = _curve_header(line)
             if columns is None:
                 continue
-            for row in lines[i + 2 :]:
-                if not row.startswith("|"):
-                    break
-                cells = [c.strip() for c in row.strip("|").split("|")]
+            for cells in _rows_below(lines, i):
                 for (sparsity, distribution), cell in zip(columns, cells[1:], strict=True):
                     key = (task, cells[0], sparsity, distribution)
                     assert key in board, f"README {task} curve {key}: no shipped record"
@@ -222,11 +221,7 @@ PATTERN_HEADER = "| method | pattern | n |"  # a board of structured patterns (o
 def test_readme_pattern_tables_read_the_shipped_leaderboard():
     """Pattern tables (`--pattern nm:2:4` runs) in the bench sections: each row is the shipped 1x
     row of that method and pattern, its metric the mean over its seeds."""
-    rows = {}
-    with open(REFERENCE / "leaderboard.csv", newline="") as handle:
-        for r in csv.DictReader(handle):
-            if (r["profile"], r["budget_mode"], float(r["multiplier"])) == ("bench", "epochs", 1.0):
-                rows[(r["task"], r["method"], r["pattern"])] = r
+    rows = {(r["task"], r["method"], r["pattern"]): r for r in _bench_rows()}
     checked = 0
     for task, body in _sections().items():
         digits = 3 if task == "partseg" else 2
@@ -234,12 +229,7 @@ def test_readme_pattern_tables_read_the_shipped_leaderboard():
         for i, line in enumerate(lines):
             if not line.startswith(PATTERN_HEADER):
                 continue
-            for row in lines[i + 2 :]:
-                if not row.startswith("|"):
-                    break
-                method, pattern, n, metric, sparsity, flops = (
-                    c.strip() for c in row.strip("|").split("|")
-                )
+            for method, pattern, n, metric, sparsity, flops in _rows_below(lines, i):
                 pattern = "unstructured" if method == "dense" else pattern.strip("`")
                 key = (task, method, pattern)
                 assert key in rows, f"README {task} {method} {pattern}: no shipped record"
