@@ -13,6 +13,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from gapbench.engine.signals import Interrupted
 from gapbench.errors import UserError
 
 DEFAULT_METHODS = "dense,magnitude,gap"
@@ -185,7 +186,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = ExecOptions(
         out=out,
         device=args.device,
-        resume=args.resume,
+        resume=True,  # the default; --resume is kept as a no-op for old scripts
+        restart=args.restart,
+        checkpoint_every=args.checkpoint_every,
         workers=args.workers,
         accumulate=args.accumulate,
         channels_last=args.channels_last,
@@ -202,6 +205,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UserError(f"--log {','.join(unknown)}: choose from {', '.join(BACKENDS)}")
     if args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.checkpoint_every is not None and args.checkpoint_every < 1:
+        raise UserError(f"--checkpoint-every must be at least 1 step, got {args.checkpoint_every}")
     check_output(options)  # an unwritable --out fails now, not after hours of training
     _warn_slow_precision(request.precision, device)
     if args.launcher != "none":
@@ -396,7 +401,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default=DEFAULT_OUT, help=f"records and leaderboard (default {DEFAULT_OUT})"
     )
     run.add_argument(
-        "--resume", action="store_true", help="continue interrupted runs from checkpoints"
+        "--resume", action="store_true", help="(the default) continue runs from their checkpoints"
+    )
+    run.add_argument(
+        "--restart", action="store_true", help="discard runs' checkpoints and train from scratch"
+    )
+    run.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="also checkpoint every N optimizer steps (long epochs; resumes bit-identically)",
     )
     run.add_argument("--force", action="store_true", help="rerun even if a complete record exists")
     run.add_argument(
@@ -527,8 +542,14 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"gapbench: error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except Interrupted as exc:  # a stop signal: the checkpoint is written, the line says so
+        print(f"gapbench: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
-        print("gapbench: interrupted; rerun with --resume to continue", file=sys.stderr)
+        print(
+            "gapbench: interrupted; rerun the same command to continue from the last checkpoint",
+            file=sys.stderr,
+        )
         return 130
     except BrokenPipeError:  # `gapbench tasks | head`: the reader left, nothing is wrong
         sys.stderr.close()

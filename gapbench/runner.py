@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from gapbench.deploy.export import weights_path
 from gapbench.engine import distributed
 from gapbench.engine.trainer import RunResult, Trainer, TrainSettings, seed_everything
 from gapbench.errors import UserError
+from gapbench.logs import get_logger, log_path, run_clock_start, run_logging
 from gapbench.registry import get_task_class
 from gapbench.report.atomic import atomic_torch_save, check_writable_folder, remove_stale_temps
 from gapbench.report.records import (
@@ -26,6 +28,8 @@ from gapbench.runspec import RunSpec
 from gapbench.sparse.selection import parse_dense_layers
 from gapbench.task import BuildRequest, Profile
 
+log = get_logger("run")
+
 
 @dataclass(frozen=True)
 class ExecOptions:
@@ -33,7 +37,9 @@ class ExecOptions:
 
     out: Path = Path("results/runs")
     device: str = "cpu"
-    resume: bool = False
+    resume: bool = True  # continue from a checkpoint where one exists (`--resume` says so)
+    restart: bool = False  # discard a run's checkpoint and train it from scratch
+    checkpoint_every: int | None = None  # also checkpoint every N optimizer steps
     workers: int | None = None  # data-loader processes; default: 8 on paper profiles, 0 on embedded
     accumulate: int | None = None  # default: from the profile's device batch
     channels_last: bool = False
@@ -91,7 +97,7 @@ def checkpoint_path(out: Path, spec: RunSpec) -> Path:
 def output_folders(options: ExecOptions) -> list[Path]:
     """Every folder a run of `options` writes into: records, locks, checkpoints, weights, logs."""
     out = Path(options.out)
-    names = ["records", "locks", "checkpoints"]
+    names = ["records", "locks", "checkpoints", "logs"]
     names += ["weights"] if options.save_weights else []
     names += ["tracking"] if options.log else []
     return [out, *(out / name for name in names)]
@@ -109,7 +115,26 @@ def check_output(options: ExecOptions) -> None:
 def execute(
     spec: RunSpec, options: ExecOptions, stop_after_epoch: int | None = None
 ) -> RunRecord | None:
-    """Train one run and write its record (rank 0); None when stopped early on purpose."""
+    """Train one run and write its record (rank 0); None when stopped early on purpose. Its
+    log lines go to stderr and to `<out>/logs/<run_id>.log` (rank 0)."""
+    started = run_clock_start()
+    main = int(os.environ.get("RANK", "0")) == 0
+    with run_logging(log_path(options.out, spec.run_id) if main else None, console=main):
+        return _execute(spec, options, stop_after_epoch, started)
+
+
+def discard_checkpoints(out: Path, spec: RunSpec) -> list[Path]:
+    """--restart: remove the run's checkpoint(s) (one per P-GaP worker group); returns them."""
+    path = checkpoint_path(out, spec)
+    found = sorted(path.parent.glob(f"{spec.run_id}*.pt"))
+    for old in found:
+        old.unlink(missing_ok=True)
+    return found
+
+
+def _execute(
+    spec: RunSpec, options: ExecOptions, stop_after_epoch: int | None, started: float
+) -> RunRecord | None:
     device = distributed.resolve_device(options.device)
     dist, device = distributed.init_from_env(device)
     task = get_task_class(spec.task)()
@@ -130,10 +155,15 @@ def execute(
         workers=_workers(options.workers, profile),
     )
     # Rank 0 builds first: it generates an embedded data set once, the other ranks then read it.
+    if options.restart and dist.is_main:
+        for old in discard_checkpoints(options.out, spec):
+            log.info("%s: --restart: discarded checkpoint %s", spec.label(), old)
     if not dist.is_main:
         distributed.barrier(dist)
+    data_start = time.time()
     seed_everything(spec.seed)
     workload = task.build(profile, request)
+    data_s = time.time() - data_start
     if dist.is_main:
         distributed.barrier(dist)
     settings = TrainSettings(
@@ -151,13 +181,14 @@ def execute(
         channels_last=options.channels_last,
         compile=options.compile,
         checkpoint=checkpoint_path(options.out, spec),
+        checkpoint_every=options.checkpoint_every,
         log=tuple(options.log),
         log_dir=Path(options.out) / "tracking" / spec.run_id,
     )
     trainer = Trainer(profile, workload, method, settings, device, dist, groups)
-    result = trainer.run(
-        resume=options.resume, stop_after_epoch=stop_after_epoch, label=spec.label()
-    )
+    trainer.clock_start, trainer.data_s = started, data_s
+    resume = options.resume and not options.restart
+    result = trainer.run(resume=resume, stop_after_epoch=stop_after_epoch, label=spec.label())
     if result is None:
         return None
     dataset = public_dataset(workload.dataset or spec.dataset, spec.data_root)
@@ -193,7 +224,7 @@ def _write_outputs(trainer: Trainer, record: RunRecord, options: ExecOptions) ->
         raise UserError(
             f"run {record.run_id} trained but its results could not be written to "
             f"{options.out} ({exc.strerror or exc}); free space or fix permissions and rerun "
-            "with --resume"
+            "the same command (it resumes from the run's checkpoint)"
         ) from None
 
 
@@ -274,6 +305,7 @@ def build_record(
         versions=versions(),
         git_commit=git_commit(),
         task_extra={},
+        timing=result.timing,
     )
 
 

@@ -65,6 +65,7 @@ class EpochStats:
     losses: list[float]
     steps: int  # optimizer steps taken in the epoch (skipped fp16 steps excluded)
     stopped: bool  # max_steps reached
+    interrupted: bool = False  # a stop request ended the epoch early (its end hook did not run)
 
 
 class StepLoop:
@@ -94,7 +95,7 @@ class StepLoop:
         self.total_steps, self.lr_kind, self.warmup = total_steps, lr_kind, warmup
         self.grad_clip = grad_clip or None
         self.ledger, self.samples, self.world = ledger, samples, world
-        self.train_module = train_module or model
+        self.train_module = train_module if train_module is not None else model
         self.step = 0
         self._nonfinite = 0  # non-finite losses in a row
         self.enforcer = (
@@ -177,12 +178,21 @@ class StepLoop:
         steps_per_epoch: int | None = None,
         max_steps: int | None = None,
         on_step: Callable[[], None] | None = None,
+        *,
+        should_stop: Callable[[], bool] | None = None,
+        resumed: bool = False,
+        losses: list[float] | None = None,
     ) -> EpochStats:
         """Every step of one epoch between the method's epoch hooks; `on_step` is called after
-        each step (the conformance checks)."""
+        each step (the conformance checks, periodic checkpoints). `should_stop` is read between
+        steps: when it says stop before the epoch's last step, the epoch ends there without its
+        end hook (the run resumes inside it). `resumed`: the epoch was begun before a checkpoint,
+        so its start hook has run already. `losses`, if given, is the list this epoch's losses
+        are appended to (holding those of a part run before a checkpoint)."""
         self.model.train()
-        self.method.on_epoch_start(epoch)
-        losses: list[float] = []
+        if not resumed:
+            self.method.on_epoch_start(epoch)
+        losses = [] if losses is None else losses
         group: list[Any] = []
         taken, stopped = 0, False
         for batch in batches:
@@ -200,5 +210,8 @@ class StepLoop:
             group = []
             if on_step is not None:
                 on_step()
+            last = steps_per_epoch is not None and taken >= steps_per_epoch
+            if should_stop is not None and not last and should_stop():
+                return EpochStats(losses, taken, stopped, interrupted=True)
         self.method.on_epoch_end(epoch)
         return EpochStats(losses, taken, stopped)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,12 +21,16 @@ import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from gapbench.engine import distributed
 from gapbench.engine.distributed import DistInfo, WorkerGroups
 from gapbench.engine.flops import FlopsLedger, measure_forward_flops
 from gapbench.engine.loop import Diverged, StepLoop, batch_samples
+from gapbench.engine.progress import MethodEvents, epoch_line, rng_state, set_rng_state
+from gapbench.engine.signals import Interrupted, StopFlag, stop_on_signals
 from gapbench.errors import UserError
+from gapbench.logs import get_logger
 from gapbench.report.atomic import atomic_torch_save
 from gapbench.sparse.distribution import total_keep
 from gapbench.sparse.enforce import count_weights
@@ -35,6 +40,8 @@ from gapbench.sparse.partition import partitions_by_prefix
 from gapbench.sparse.pattern import Pattern
 from gapbench.sparse.selection import Selection, select_prunable
 from gapbench.task import DeviceLoader, Profile, Workload, move_to_device
+
+log = get_logger("train")
 
 
 def seed_everything(seed: int) -> None:
@@ -61,6 +68,7 @@ class TrainSettings:
     channels_last: bool = False
     compile: bool = False
     checkpoint: Path | None = None
+    checkpoint_every: int | None = None  # also checkpoint every N optimizer steps (long epochs)
     log: tuple[str, ...] = ()  # experiment trackers (tensorboard, wandb, mlflow)
     log_dir: Path | None = None
 
@@ -74,7 +82,7 @@ class RunResult:
     history: list[dict[str, Any]]
     steps_run: int
     stopped_early: bool
-    wall_time_s: float
+    wall_time_s: float  # training: model build to the last epoch (no data build, no evaluation)
     budget: dict[str, Any]
     plan_points: dict[str, Any]
     method_log: dict[str, Any]
@@ -88,6 +96,7 @@ class RunResult:
     world_size: int
     extra: dict[str, Any] = field(default_factory=dict)
     diverged: str = ""  # why the run stopped on a non-finite loss (then nothing is evaluated)
+    timing: dict[str, Any] = field(default_factory=dict)  # the run's true cost, see Trainer.timing
 
 
 def recalibrate_batchnorm(
@@ -194,6 +203,13 @@ class Trainer:
         self.dist = dist or DistInfo()
         self.groups = groups  # multi-process P-GaP: this rank's worker group
         self.move = workload.to_device or move_to_device
+        # The run's clock (the runner sets it to the process start) and what earlier attempts
+        # of a resumed run spent, so a record's total time is its whole cost.
+        self.clock_start = time.time()
+        self.prior_s = 0.0
+        self.attempts = 0
+        self.data_s = 0.0  # data build, measured by the runner
+        self._epoch_rng: dict[str, Any] | None = None
 
     # ---- build -------------------------------------------------------------------------------
     def _probe_flops(self) -> tuple[dict[str, float], list[str]]:
@@ -359,7 +375,10 @@ class Trainer:
             return path
         return path.with_name(f"{path.stem}.group{self.groups.index}{path.suffix}")
 
-    def _save(self, epoch: int, history: list[dict], elapsed: float) -> None:
+    def _save(self, epoch: int, history: list[dict], elapsed: float, **inside: Any) -> None:
+        """A checkpoint after `epoch` whole epochs, or, with `inside` (epoch_step, losses,
+        epoch_rng, epoch_s), part-way through epoch `epoch`: the RNG states then let a resume
+        replay the epoch's data order and continue bit-identically."""
         path = self._checkpoint_path()
         leader = self.groups.local_rank == 0 if self.groups else self.dist.is_main
         if path is None or not leader:
@@ -374,97 +393,233 @@ class Trainer:
             "scaler": self.loop.scaler.state_dict() if self.loop.scaler else None,
             "history": history,
             "elapsed": elapsed,
+            "spent_s": self.prior_s + time.time() - self.clock_start,
+            "attempts": self.attempts,
+            "epoch_step": inside.get("epoch_step", 0),
+            "epoch_losses": list(inside.get("losses", [])),
+            "epoch_rng": inside.get("epoch_rng"),
+            "step_rng": rng_state() if inside else None,
+            "epoch_s": inside.get("epoch_s", 0.0),
         }
         atomic_torch_save(state, path)
 
-    def _load(self) -> tuple[int, list[dict], float]:
-        state = torch.load(self._checkpoint_path(), map_location=self.device)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.method.load_state_dict(state["method"])
-        self.ledger.load_state_dict(state["ledger"])
-        if self.loop.scaler and state["scaler"]:
-            self.loop.scaler.load_state_dict(state["scaler"])
-        self.loop.step = state["step"]
-        return state["epoch"], state["history"], state["elapsed"]
+    def _load(self, path: Path) -> dict[str, Any]:
+        """Load a checkpoint into the built run; a file that cannot be read or does not fit
+        this run is one UserError naming it and the two ways on."""
+        try:
+            state = torch.load(path, map_location=self.device)
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.method.load_state_dict(state["method"])
+            self.ledger.load_state_dict(state["ledger"])
+            if self.loop.scaler and state["scaler"]:
+                self.loop.scaler.load_state_dict(state["scaler"])
+            self.loop.step = int(state["step"])
+        except Exception as exc:  # truncated, foreign or from other code: same two choices
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+            raise UserError(
+                f"checkpoint {path} cannot be resumed ({type(exc).__name__}: {first}); rerun with "
+                "--restart to discard it and train from scratch, or delete it"
+            ) from None
+        return state
 
     # ---- run ---------------------------------------------------------------------------------
-    def _epoch_batches(self):
-        for batch in self.workload.train_loader:
+    def _epoch_batches(self, skip: int = 0, step_rng: dict | None = None) -> Iterator[Any]:
+        """The epoch's batches on the device. A resume inside an epoch sets the RNG the epoch's
+        iterator began from, draws the `skip` batches already trained on (the same data-order
+        draws), then sets the RNG of the checkpoint's step."""
+        if step_rng is not None and self._epoch_rng is not None:
+            set_rng_state(self._epoch_rng)
+        self._epoch_rng = rng_state()
+        iterator = iter(self.workload.train_loader)
+        for _ in range(skip):
+            next(iterator)
+        if step_rng is not None:
+            set_rng_state(step_rng)
+        for batch in iterator:
             yield self.move(batch, self.device)
 
     def run(
         self, resume: bool = False, stop_after_epoch: int | None = None, label: str = ""
     ) -> RunResult | None:
-        """Train and evaluate; None if stopped by `stop_after_epoch` (resume tests)."""
+        """Train and evaluate; None if stopped by `stop_after_epoch` (resume tests). A stop
+        signal ends the run after its current step with a checkpoint (raises Interrupted)."""
         start = time.time()
         self.build()
-        s = self.settings
-        first_epoch, history, elapsed_before = 0, [], 0.0
         checkpoint = self._checkpoint_path()
+        self.attempts += 1
+        state: dict[str, Any] = {"epoch": 0, "history": [], "elapsed": 0.0, "epoch_step": 0}
         if resume and checkpoint is not None and checkpoint.exists():
-            first_epoch, history, elapsed_before = self._load()
+            state = self._load(checkpoint)
+            self.prior_s = float(state.get("spent_s", 0.0))
+            self.attempts += int(state.get("attempts", 1))
+            where = f"epoch {state['epoch'] + 1}"
+            if state.get("epoch_step"):
+                where += f" step {state['epoch_step']} of {self.steps_per_epoch}"
             if self.dist.is_main:
-                print(f"{label}: resuming after epoch {first_epoch} from {checkpoint}", flush=True)
-        stopped, diverged = False, ""
+                log.info(
+                    "resuming %s from %s (%d of %d epochs done, checkpoint %s)",
+                    label, where, state["epoch"], self.plan.epochs, checkpoint,
+                )  # fmt: skip
         tracker = None
-        if s.log and self.dist.is_main:
+        if self.settings.log and self.dist.is_main:
             from gapbench.engine.tracking import Tracker
 
             tracker = Tracker(
-                list(s.log), s.log_dir or Path("."), label, {"label": label, **self.plan.points}
-            )
-        epochs = range(first_epoch, self.plan.epochs)
-        for epoch in tqdm(epochs, desc=label, disable=None, leave=False):
-            data_epoch = self.plan.data_epoch(epoch) if self.plan.data_epoch else epoch
-            seed_everything(s.seed * 100_003 + data_epoch)
-            sampler = getattr(self.workload.train_loader, "sampler", None)
-            for target in (sampler, self.workload.train_loader):
-                if hasattr(target, "set_epoch"):
-                    target.set_epoch(data_epoch)
-            first_step = self.loop.step
-            # A budget in steps ends inside its last epoch; every other epoch runs whole.
-            steps_this_epoch = min(self.steps_per_epoch, self.budget.total_steps - self.loop.step)
-            try:
-                stats = self.loop.run_epoch(
-                    epoch, self._epoch_batches(), s.accumulate, steps_this_epoch, s.max_steps
-                )
-            except Diverged as exc:
-                diverged = f"{exc} (epoch {epoch})"
-                if self.dist.is_main:
-                    print(f"{label}: diverged: {diverged}; recorded as diverged", flush=True)
-                break
-            stopped = stats.stopped
-            history.append(
-                {
-                    "epoch": epoch,
-                    "train_loss": round(float(np.mean(stats.losses)), 6) if stats.losses else None,
-                    "steps": self.loop.step,
-                    "sparsity": round(self.masks.overall_sparsity(), 6),
-                }
-            )
+                list(self.settings.log), self.settings.log_dir or Path("."), label,
+                {"label": label, **self.plan.points},
+            )  # fmt: skip
+        try:
+            with stop_on_signals() as stop:
+                outcome = self._train(state, start, stop, label, tracker, stop_after_epoch)
+        except BaseException:
             if tracker is not None:
-                from gapbench.engine.tracking import epoch_scalars
-
-                span = (first_step, self.loop.step)
-                tracker.log(epoch_scalars(history[-1], self.method.log, span), step=epoch)
-            checksum = self.masks.checksum()
-            distributed.check_same_on_all_ranks(checksum, self.dist, "masks", self.groups)
-            self._save(epoch + 1, history, elapsed_before + time.time() - start)
-            if stopped or (stop_after_epoch is not None and epoch + 1 >= stop_after_epoch):
-                break
+                tracker.close()
+            raise
+        history, stopped, diverged, elapsed = outcome
         incomplete = not stopped and not diverged and len(history) < self.plan.epochs
         if stop_after_epoch is not None and incomplete:
             if tracker is not None:
                 tracker.close()
             return None
-        result = self._finish(history, elapsed_before + time.time() - start, stopped, diverged)
+        result = self._finish(history, elapsed, stopped, diverged)
         if tracker is not None:
             final = {f"test/{k}": v for k, v in result.metrics.items()}
             final.update({f"val/{k}": v for k, v in result.val_metrics.items()})
             tracker.log(final, step=len(history))
             tracker.close()
         return result
+
+    def _train(
+        self,
+        state: dict[str, Any],
+        start: float,
+        stop: StopFlag,
+        label: str,
+        tracker: Any,
+        stop_after_epoch: int | None,
+    ) -> tuple[list[dict], bool, str, float]:
+        """The epochs from the checkpoint's position on: (history, stopped, diverged, elapsed)."""
+        s = self.settings
+        first_epoch, history = int(state["epoch"]), list(state["history"])
+        elapsed_before = float(state["elapsed"])
+        inside = int(state.get("epoch_step") or 0)  # steps already done in epoch first_epoch
+        self._epoch_rng = state.get("epoch_rng")
+        events = MethodEvents(self.method.name, self.method.log)
+        attempt_epochs, attempt_start = 0, time.time()
+        show_bar = self.dist.is_main and sys.stderr.isatty()
+        epochs = range(first_epoch, self.plan.epochs)
+        bar = tqdm(epochs, desc=label, disable=not show_bar, leave=True, initial=first_epoch,
+                   total=self.plan.epochs)  # fmt: skip
+        stopped, diverged = False, ""
+        redirect = logging_redirect_tqdm([log.parent]) if show_bar else contextlib.nullcontext()
+        with redirect:
+            for epoch in bar:
+                data_epoch = self.plan.data_epoch(epoch) if self.plan.data_epoch else epoch
+                seed_everything(s.seed * 100_003 + data_epoch)
+                sampler = getattr(self.workload.train_loader, "sampler", None)
+                for target in (sampler, self.workload.train_loader):
+                    if hasattr(target, "set_epoch"):
+                        target.set_epoch(data_epoch)
+                resumed = inside > 0
+                epoch_base = self.loop.step - inside
+                losses = list(state.get("epoch_losses") or []) if resumed else []
+                epoch_s_before = float(state.get("epoch_s") or 0.0) if resumed else 0.0
+                # A budget in steps ends inside its last epoch; every other epoch runs whole.
+                steps_this_epoch = min(self.steps_per_epoch, self.budget.total_steps - epoch_base)
+                epoch_start = time.time()
+
+                def save_inside(epoch=epoch, epoch_base=epoch_base, losses=losses,
+                                epoch_start=epoch_start, before=epoch_s_before) -> None:  # fmt: skip
+                    self._save(
+                        epoch, history, elapsed_before + time.time() - start,
+                        epoch_step=self.loop.step - epoch_base, losses=losses,
+                        epoch_rng=self._epoch_rng, epoch_s=before + time.time() - epoch_start,
+                    )  # fmt: skip
+
+                def every(save_inside=save_inside, epoch_base=epoch_base, n=steps_this_epoch):
+                    k = s.checkpoint_every
+                    done = self.loop.step - epoch_base
+                    if k and self.loop.step % k == 0 and done < n:
+                        save_inside()
+
+                try:
+                    stats = self.loop.run_epoch(
+                        epoch,
+                        self._epoch_batches(inside * s.accumulate, state.get("step_rng") if resumed else None),
+                        s.accumulate,
+                        steps_this_epoch - inside,
+                        s.max_steps,
+                        on_step=every if s.checkpoint_every else None,
+                        should_stop=stop,
+                        resumed=resumed,
+                        losses=losses,
+                    )  # fmt: skip
+                except Diverged as exc:
+                    diverged = f"{exc} (epoch {epoch})"
+                    if self.dist.is_main:
+                        log.info("%s: diverged: %s; recorded as diverged", label, diverged)
+                    break
+                inside = 0
+                if stats.interrupted:
+                    save_inside()
+                    done = self.loop.step - epoch_base
+                    raise self._interrupted(stop, label, f"in epoch {epoch + 1} after step {done}")
+                stopped = stats.stopped
+                train_s = epoch_s_before + time.time() - epoch_start
+                history.append(
+                    {
+                        "epoch": epoch,
+                        "train_loss": round(float(np.mean(losses)), 6) if losses else None,
+                        "steps": self.loop.step,
+                        "sparsity": round(self.masks.overall_sparsity(), 6),
+                        "train_time_s": round(train_s, 3),
+                        "eval_time_s": 0.0,  # the bench evaluates once, after the last epoch
+                    }
+                )
+                if tracker is not None:
+                    from gapbench.engine.tracking import epoch_scalars
+
+                    span = (epoch_base, self.loop.step)
+                    tracker.log(epoch_scalars(history[-1], self.method.log, span), step=epoch)
+                checksum = self.masks.checksum()
+                distributed.check_same_on_all_ranks(checksum, self.dist, "masks", self.groups)
+                self._save(epoch + 1, history, elapsed_before + time.time() - start)
+                attempt_epochs += 1
+                if self.dist.is_main:
+                    self._say_epoch(label, epoch, history, events, elapsed_before + time.time() - start,
+                                    (time.time() - attempt_start) / attempt_epochs, stats)  # fmt: skip
+                if stop() and epoch + 1 < self.plan.epochs and not stopped:
+                    raise self._interrupted(stop, label, f"after epoch {epoch + 1}")
+                if stopped or (stop_after_epoch is not None and epoch + 1 >= stop_after_epoch):
+                    break
+        bar.close()
+        return history, stopped, diverged, elapsed_before + time.time() - start
+
+    def _say_epoch(
+        self,
+        label: str,
+        epoch: int,
+        history: list[dict],
+        events: MethodEvents,
+        elapsed: float,
+        per_epoch: float,
+        stats: Any,
+    ) -> None:
+        entry = history[-1]
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        step_s = entry["train_time_s"] / stats.steps if stats.steps else None
+        eta = per_epoch * (self.plan.epochs - epoch - 1)
+        log.info(epoch_line(label, epoch, self.plan.epochs, entry, lr, step_s, elapsed, eta))
+        for line in events.new_lines(self.method.log, epoch):
+            log.info("%s %s", label, line)
+
+    def _interrupted(self, stop: StopFlag, label: str, where: str) -> Interrupted:
+        path = self._checkpoint_path()
+        error = Interrupted(int(stop.signum or 0), label, path, where)
+        if self.dist.is_main:
+            log.info("%s", error)
+        return error
 
     def _finish(
         self, history: list[dict], elapsed: float, stopped: bool, diverged: str = ""
@@ -484,9 +639,13 @@ class Trainer:
             train_flops = distributed.all_reduce_sum(train_flops, self.dist) / self.groups.size
             same_steps = distributed.all_reduce_sum(same_steps, self.dist) / self.groups.size
         metrics, val = {}, {}
+        eval_start = time.time()
         if self.dist.is_main and not diverged:
             metrics = self._evaluate(self.workload.test_loader)
             val = self._evaluate(self.workload.val_loader)
+        eval_s = time.time() - eval_start
+        if history:
+            history[-1]["eval_time_s"] = round(eval_s, 3)
         distributed.barrier(self.dist)
         # alive: what the mask keeps; nonzero: what the weights hold (records state the latter).
         per_layer = {
@@ -543,7 +702,21 @@ class Trainer:
             conv_linear_alive=conv_linear - pruned,
             world_size=self.dist.world_size,
             diverged=diverged,
+            timing=self.timing(elapsed, eval_s),
         )
+
+    def timing(self, train_s: float, eval_s: float) -> dict[str, Any]:
+        """The run's cost in seconds. `total_s`: every attempt from its process start (or, for a
+        later run of one process, its start) to the end of evaluation, so interpreter start,
+        imports, data build and evaluation are in; `train_s` is the record's `wall_time_s`
+        (model build and the epochs); `data_s` and `eval_s` are this attempt's."""
+        return {
+            "total_s": round(self.prior_s + time.time() - self.clock_start, 2),
+            "train_s": round(train_s, 2),
+            "data_s": round(self.data_s, 2),
+            "eval_s": round(eval_s, 2),
+            "attempts": self.attempts,
+        }
 
     def _check_exact_counts(self) -> None:
         masks, method, s = self.masks, self.method, self.settings

@@ -15,7 +15,7 @@ import math
 import platform
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,9 @@ class RunRecord:
     git_commit: str | None
     task_extra: dict[str, Any]
     status_reason: str = ""  # why a run is diverged / no_metric (empty when complete)
+    # The run's true cost in seconds (total_s from process start through evaluation, train_s =
+    # wall_time_s, data_s, eval_s, attempts); `wall_time_s` keeps its old meaning: training only.
+    timing: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """Strict JSON: a non-finite float is written as null, never as a bare NaN token."""
@@ -170,8 +173,9 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "git_commit": (str, type(None)),
     "task_extra": (dict,),
     "status_reason": (str,),
+    "timing": (dict,),
 }
-OPTIONAL_FIELDS = ("status_reason",)
+OPTIONAL_FIELDS = ("status_reason", "timing")
 # FLOPs the leaderboard divides by: a scored record carries them, as finite numbers or null.
 REQUIRED_FLOPS = ("train", "dense_train_budget", "inference", "dense_inference")
 # Identity fields the record repeats at top level: both copies must agree.
