@@ -98,6 +98,7 @@ def _warn_slow_precision(precision: str, device: Any) -> None:
 
 
 def _sweep(args: argparse.Namespace, specs: list, options: Any, plugins: list[str]) -> dict:
+    from gapbench.slurm import parse_slurm_args
     from gapbench.sweep import SlurmOptions, run_sweep
 
     slurm = SlurmOptions(
@@ -105,7 +106,7 @@ def _sweep(args: argparse.Namespace, specs: list, options: Any, plugins: list[st
         gpus_per_job=args.slurm_gpus_per_job,
         cpus_per_job=args.slurm_cpus_per_job,
         time_min=args.slurm_time,
-        extra=dict(kv.split("=", 1) for kv in _split(args.slurm_arg)),
+        extra=parse_slurm_args(_split(args.slurm_arg)),
     )
     return run_sweep(
         specs, options, args.launcher, args.jobs, slurm,
